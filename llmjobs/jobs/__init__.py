@@ -1,0 +1,76 @@
+"""Step kinds: what a step does. Each kind is a plain function ``fn(ctx) -> dict | None`` run in the job.
+
+The table maps a kind's name to import paths, so the core never imports a kind's heavy dependencies:
+``eval.self_consistency`` needs vLLM only inside the job. Other packages add kinds through the entry point
+group ``llmjobs.kinds`` (each entry point resolves to a ``Kind``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    target: str  # "module:function", called in the job as function(ctx)
+    params: str  # "module:Model", a pydantic model checked at submit; keep its module light
+    summary: str
+
+
+_BUILTIN = [
+    Kind("shell", "llmjobs.jobs.shell:run", "llmjobs.jobs.shell:ShellParams",
+         "run params.command with bash in the step directory"),
+    Kind("python", "llmjobs.jobs.python:run", "llmjobs.jobs.python:PythonParams",
+         "call params.function ('module:function') with the step context and the other params"),
+]
+
+_KINDS: dict[str, Kind] | None = None
+
+
+def kinds() -> dict[str, Kind]:
+    global _KINDS
+    if _KINDS is None:
+        table = {k.name: k for k in _BUILTIN}
+        for ep in entry_points(group="llmjobs.kinds"):
+            kind = ep.load()
+            table[kind.name] = kind
+        _KINDS = table
+    return _KINDS
+
+
+def register(kind: Kind) -> None:
+    kinds()[kind.name] = kind
+
+
+def load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def get(name: str) -> Kind:
+    table = kinds()
+    if name not in table:
+        raise KeyError(name)
+    return table[name]
+
+
+def validate_params(kind: Kind, params: dict[str, Any]) -> BaseModel:
+    """Raises ``ValidationError`` with the offending fields."""
+    model: type[BaseModel] = load(kind.params)
+    return model.model_validate(params)
+
+
+def function(kind: Kind) -> Callable[..., Any]:
+    return load(kind.target)
+
+
+__all__ = ["Kind", "kinds", "register", "get", "validate_params", "function", "ValidationError"]
