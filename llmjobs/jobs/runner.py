@@ -10,11 +10,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
+import threading
 import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from submitit.helpers import Checkpointable, DelayedSubmission
 
 from llmjobs import jobs
 from llmjobs.jobs.context import StepContext
@@ -35,11 +39,18 @@ def shard_lock(task: ShardTask, rank: int) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class ShardRunner:
-    """Callable submitted through submitit; a class so that backends can add checkpoint/requeue hooks."""
+class ShardRunner(Checkpointable):
+    """Callable submitted through submitit.
+
+    On the scheduler's timeout/preemption signal submitit calls ``checkpoint``: a shard with ``requeues``
+    left is requeued with the same task (the kind resumes from ``checkpoint_dir``); any other shard ignores
+    the signal, so the scheduler ends it at its walltime and records it as timed out, not as an error.
+    """
 
     def __call__(self, task: ShardTask) -> dict[str, Any]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s llmjobs %(levelname)s %(message)s")
+        if task.requeues <= 0:
+            _ignore_timeout_signal()
         os.environ.update(task.env)
         ctx = StepContext.from_task(task)
         marker = task.done_marker
@@ -68,6 +79,20 @@ class ShardRunner:
                 write_done(marker, {"attempt": task.attempt, "seconds": time.time() - start,
                                     "result": result if isinstance(result, dict) else {"value": repr(result)}})
             return result if isinstance(result, dict) else {"value": result}
+
+    def checkpoint(self, task: ShardTask) -> DelayedSubmission | None:
+        if task.requeues <= 0:
+            return None
+        log.warning("%s shard %d interrupted; requeued to resume from its checkpoint", task.step, task.shard)
+        return DelayedSubmission(self, task)
+
+
+def _ignore_timeout_signal() -> None:
+    if "SUBMITIT_EXECUTOR" not in os.environ or threading.current_thread() is not threading.main_thread():
+        return
+    from submitit import JobEnvironment
+
+    signal.signal(JobEnvironment._usr_sig(), signal.SIG_IGN)
 
 
 run_shard = ShardRunner()

@@ -28,6 +28,9 @@ class ShardTask:
     attempt: int = 1
     retries: int = 0  # re-runs in place after a failure, before the shard fails
     env: dict[str, str] = field(default_factory=dict)
+    # times the scheduler may requeue the shard on timeout/preemption; > 0 only for kinds that checkpoint
+    # (they resume from checkpoint_dir). 0: a timed-out shard fails with reason "timeout".
+    requeues: int = 0
 
     @property
     def done_marker(self) -> Path:

@@ -51,6 +51,7 @@ class JobRef:
 
     job_id: str
     folder: str  # submitit folder of the submission (logs, pickles, sentinels)
+    marker: str | None = None  # the DONE marker the job writes when its shard succeeds
 
 
 @dataclass

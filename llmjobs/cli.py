@@ -1,0 +1,281 @@
+"""The ``llmjobs`` command: parse, call the controller, print. Exit codes: 0 ok, 1 run failed, 2 bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from llmjobs.errors import SchedulerError, UserError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Run math-reasoning LLM jobs on clusters, with a registry that resumes.")
+out = Console()
+err = Console(stderr=True)
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
+                "queued": "blue", "pending": "dim"}
+RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="SQLAlchemy URL; default "
+                        "$LLMJOBS_REGISTRY or sqlite:///$LLMJOBS_HOME/registry.db", envvar="LLMJOBS_REGISTRY")]
+
+
+class _State:
+    registry_url: str | None = None
+
+
+def _controller(registry_url: str | None = None):
+    from llmjobs.cluster.controller import Controller
+    from llmjobs.registry import Registry
+
+    return Controller(Registry(registry_url or _State.registry_url))
+
+
+@app.callback()
+def _main(registry: RegistryOpt = None) -> None:
+    _State.registry_url = registry
+
+
+def _styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _status_table(view: dict) -> Table:
+    from llmjobs.views import fmt_seconds
+
+    t = Table(title=f"run {view['id']} ({view['name']}): {_styled(view['status'])}  [dim]{view['run_dir']}[/]",
+              title_justify="left")
+    for col in ("step", "kind", "status", "shards", "attempts", "elapsed", "last problem"):
+        t.add_column(col)
+    for st in view["steps"]:
+        attempts = sum(len(sh["attempts"]) for sh in st["shards"])
+        problems = [f"[{sh['index']}] {a['reason']}" for sh in st["shards"] for a in sh["attempts"][-1:]
+                    if a["state"] in ("failed", "cancelled", "lost") and a["reason"]]
+        t.add_row(st["name"], st["kind"], _styled(st["status"]), f"{st['shards_done']}/{st['num_shards']}",
+                  str(attempts), fmt_seconds(st["elapsed_s"]), problems[-1] if problems else "")
+    return t
+
+
+def _view(ctl, run_id: str) -> dict:
+    from llmjobs.views import run_view
+
+    with ctl.registry.session() as s:
+        return run_view(ctl._load(s, run_id))
+
+
+def _latest_run_id(ctl) -> str:
+    from sqlalchemy import select
+
+    from llmjobs.registry import Run
+
+    with ctl.registry.session() as s:
+        rid = s.scalar(select(Run.id).order_by(Run.created_at.desc()).limit(1))
+    if rid is None:
+        raise UserError("no runs yet; `llmjobs submit RECIPE` starts one")
+    return rid
+
+
+def _wait(ctl, run_id: str, quiet: bool = False) -> int:
+    if quiet or not out.is_terminal:
+        last: dict = {}
+
+        def tick() -> None:
+            view = _view(ctl, run_id)
+            now = {st["name"]: (st["status"], st["shards_done"]) for st in view["steps"]}
+            for name, (status, done) in now.items():
+                if last.get(name) != (status, done):
+                    total = next(s["num_shards"] for s in view["steps"] if s["name"] == name)
+                    err.print(f"{time.strftime('%H:%M:%S')} {name}: {status} ({done}/{total} shards)")
+            last.update(now)
+
+        status = ctl.wait(run_id, on_tick=tick)
+    else:
+        with Live(console=out, refresh_per_second=2) as live:
+            status = ctl.wait(run_id, on_tick=lambda: live.update(_status_table(_view(ctl, run_id))))
+    view = _view(ctl, run_id)
+    if quiet or not out.is_terminal:
+        err.print(_status_table(view))
+    return 0 if status == "succeeded" else 1
+
+
+@app.command()
+def submit(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="profile name or YAML path")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. steps.eval.params.samples=20")] = None,
+    name: Annotated[Optional[str], typer.Option(help="run name (default: the recipe's)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends; exit 1 if it fails")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted; record nothing")] = False,
+) -> None:
+    """Validate a recipe and submit every step; prints the run id."""
+    from llmjobs.cluster.profiles import load_profile
+    from llmjobs.recipes import load_recipe
+
+    plan = load_recipe(recipe, set_ or [])
+    profile = load_profile(cluster)
+    if dry_run:  # touches no registry
+        from llmjobs.cluster.controller import describe
+
+        out.print(describe(plan, profile, name=name), markup=False, highlight=False, soft_wrap=True)
+        return
+    ctl = _controller()
+    run_id = ctl.submit(plan, profile, name=name)
+    print(run_id, flush=True)
+    if wait:
+        raise typer.Exit(_wait(ctl, run_id))
+
+
+@app.command()
+def status(
+    run: Annotated[Optional[str], typer.Argument(help="run id or unique prefix; default: the latest run")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until the run ends")] = False,
+) -> None:
+    """Sync a run with its scheduler and show steps, shards, attempts and states."""
+    ctl = _controller()
+    run_id = run or _latest_run_id(ctl)
+    if watch and not as_json:
+        raise typer.Exit(_wait(ctl, run_id))
+    ctl.sync(run_id)
+    view = _view(ctl, run_id)
+    if as_json:
+        print(json.dumps(view, indent=2))
+    else:
+        out.print(_status_table(view))
+
+
+@app.command()
+def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
+         limit: Annotated[int, typer.Option(help="newest N runs")] = 50) -> None:
+    """List runs, newest first (registry state; `status RUN` syncs one)."""
+    from sqlalchemy import select
+
+    from llmjobs.registry import Run
+    from llmjobs.views import run_view
+
+    ctl = _controller()
+    with ctl.registry.session() as s:
+        rows = [run_view(r, steps=False) for r in s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit))]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table()
+    for col in ("id", "name", "status", "backend", "created"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], r["name"], _styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
+    out.print(t)
+
+
+@app.command()
+def logs(
+    run: Annotated[str, typer.Argument(help="run id")],
+    step: Annotated[str, typer.Argument(help="step name")],
+    shard: Annotated[int, typer.Option(help="shard index")] = 0,
+    attempt: Annotated[Optional[int], typer.Option(help="attempt number; default the latest")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the attempt ends")] = False,
+) -> None:
+    """Print a shard attempt's stdout and stderr."""
+    ctl = _controller()
+    view = _view(ctl, run)
+    st = next((s for s in view["steps"] if s["name"] == step), None)
+    if st is None:
+        raise UserError(f"run {view['id']} has no step {step!r}; steps: {', '.join(s['name'] for s in view['steps'])}")
+    if not 0 <= shard < st["num_shards"]:
+        raise UserError(f"step {step!r} has shards 0..{st['num_shards'] - 1}; no shard {shard}")
+    attempts = st["shards"][shard]["attempts"]
+    if not attempts:
+        raise UserError(f"{step}[{shard}] has not been submitted yet (status {st['shards'][shard]['status']})")
+    chosen = attempts[-1] if attempt is None else next((a for a in attempts if a["number"] == attempt), None)
+    if chosen is None:
+        raise UserError(f"{step}[{shard}] has attempts {', '.join(str(a['number']) for a in attempts)}; "
+                        f"no attempt {attempt}")
+    paths = [p for p in (chosen["stdout"], chosen["stderr"]) if p]
+    offsets = dict.fromkeys(paths, 0)
+
+    def dump(headers: bool) -> None:
+        for p in paths:
+            try:
+                with open(p, "rb") as f:
+                    f.seek(offsets[p])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            if data:
+                if headers:
+                    err.print(f"==> {p} <==", style="dim")
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+                offsets[p] += len(data)
+
+    dump(headers=True)
+    while follow:
+        ctl.sync(view["id"])
+        a = next(a for a in _view(ctl, view["id"])["steps"][[s["name"] for s in view["steps"]].index(step)]
+                 ["shards"][shard]["attempts"] if a["number"] == chosen["number"])
+        dump(headers=False)
+        if a["state"] not in ("submitting", "queued", "running"):
+            break
+        time.sleep(1)
+
+
+@app.command()
+def resume(
+    run: Annotated[str, typer.Argument(help="run id")],
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends; exit 1 if it fails")] = False,
+) -> None:
+    """Resubmit what is not done (failed, cancelled, lost, never submitted); done shards are skipped."""
+    ctl = _controller()
+    queued = ctl.resume(run)
+    view = _view(ctl, run)
+    if queued:
+        err.print(f"resumed {view['id']}: {queued} job(s) queued")
+    else:
+        err.print(f"nothing to resume in {view['id']}: it is {view['status']}")
+    if wait:
+        raise typer.Exit(_wait(ctl, view["id"]))
+    if not queued and view["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def cancel(run: Annotated[str, typer.Argument(help="run id")],
+           step: Annotated[Optional[str], typer.Argument(help="only this step")] = None) -> None:
+    """Stop a run's (or one step's) queued and running jobs; `resume` continues later."""
+    ctl = _controller()
+    n = ctl.cancel(run, step)
+    err.print(f"cancelled {n} job(s)")
+
+
+@app.command()
+def kinds() -> None:
+    """List the step kinds this installation knows."""
+    from llmjobs import jobs
+
+    t = Table()
+    t.add_column("kind")
+    t.add_column("what it does")
+    for k in sorted(jobs.kinds().values(), key=lambda k: k.name):
+        t.add_row(k.name, k.summary)
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except UserError as e:
+        err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(2)
+    except SchedulerError as e:
+        err.print(f"[red]scheduler error:[/] {e}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

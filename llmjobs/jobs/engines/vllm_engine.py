@@ -1,0 +1,77 @@
+"""vLLM offline engine: ``LLM.generate`` with ``SamplingParams(n=N)`` so the N samples share one prefill."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Sequence
+
+from llmjobs.jobs.engines import Generation, per_prompt_seeds
+
+log = logging.getLogger("llmjobs.engines.vllm")
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, model: str, adapter: str | None = None, tensor_parallel: int = 1,
+                 max_model_len: int | None = None, max_lora_rank: int = 64, dtype: str = "auto",
+                 gpu_memory_utilization: float | None = None, seed: int = 0,
+                 llm_options: dict[str, Any] | None = None) -> None:
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        options: dict[str, Any] = {
+            "model": model,
+            "tensor_parallel_size": tensor_parallel,
+            "enable_prefix_caching": True,  # the N samples of a prompt and a shared template reuse the prefill
+            "dtype": dtype,
+            "seed": seed,
+        }
+        if max_model_len:
+            options["max_model_len"] = max_model_len
+        if adapter:
+            options["enable_lora"] = True
+            options["max_lora_rank"] = max_lora_rank
+        if gpu_memory_utilization is not None:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
+        elif on_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            # the CPU build sizes its KV cache as a share of host memory; the default share is too
+            # large for a laptop or a CI runner that also holds other engines
+            options["gpu_memory_utilization"] = 0.3
+        options.update(llm_options or {})
+        log.info("starting vLLM: %s", {k: v for k, v in options.items()})
+        self.llm = LLM(**options)
+        self.lora = LoRARequest("adapter", 1, adapter) if adapter else None
+
+    def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
+                 seed: int | Sequence[int] | None = None) -> list[list[Generation]]:
+        from vllm import SamplingParams
+
+        if not prompts:
+            return []
+        # one SamplingParams per prompt: each prompt's seed makes its samples independent of the batch
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=s)
+                  for s in per_prompt_seeds(seed, len(prompts))]
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora)
+        results = []
+        for out in outputs:
+            samples = sorted(out.outputs, key=lambda c: c.index)
+            results.append([Generation(c.text, len(c.token_ids)) for c in samples])
+        return results
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del llm

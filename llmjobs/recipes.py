@@ -1,0 +1,251 @@
+"""Recipes: YAML -> validated model -> an ordered plan of steps.
+
+A recipe has a name, ``defaults`` (resources, params, retries, container merged into every step) and named
+``steps``. ``${steps.NAME.output}`` in a step's params is NAME's output directory and implies ``after: [NAME]``.
+Every error names the file, the step and the field, and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmjobs import jobs
+from llmjobs.cluster.container import ContainerSpec
+from llmjobs.cluster.profiles import format_validation
+from llmjobs.errors import UserError
+from llmjobs.resources import Resources
+
+NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,99}$"
+REF = re.compile(r"\$\{(steps|run)\.([A-Za-z0-9_.-]+)\}")
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(..., description="what the step does: shell, python, or a kind a plugin adds")
+    params: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    after: list[str] = Field(default_factory=list, description="steps that must succeed first")
+    shards: int = Field(1, ge=1, le=75000, description="parallel pieces; each gets LLMJOBS_SHARD")
+    retries: int = Field(0, ge=0, le=100, description="re-runs in place after a failure")
+    container: ContainerSpec | None = None
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resources: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    retries: int | None = None
+    container: ContainerSpec | None = None
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=NAME)
+    description: str | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    steps: dict[str, StepSpec] = Field(..., min_length=1)
+
+
+@dataclass
+class Plan:
+    """A validated recipe with its steps in dependency order."""
+
+    recipe: Recipe
+    source: str
+    order: list[str]
+    deps: dict[str, list[str]] = field(default_factory=dict)
+
+    def step(self, name: str) -> StepSpec:
+        return self.recipe.steps[name]
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: malformed YAML: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read recipe: {e.strerror}") from None
+    return plan_from_dict(raw, str(path), overrides)
+
+
+def plan_from_dict(raw: Any, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a recipe is a mapping with 'name' and 'steps'")
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        apply_override(raw, item, source)
+    raw = _merge_defaults(raw, source)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(f"{source}: invalid recipe:\n{_describe(e)}") from None
+    deps = _check_steps(recipe, source)
+    return Plan(recipe=recipe, source=source, order=_toposort(deps, source), deps=deps)
+
+
+def apply_override(raw: dict, item: str, source: str) -> None:
+    """``--set steps.eval.params.samples=20``: the value is read as YAML (numbers, lists, booleans)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. steps.eval.params.samples=20")
+    parts = key.strip().split(".")
+    if parts[0] == "steps" and len(parts) > 1:
+        steps = raw.get("steps") or {}
+        if parts[1] not in steps:
+            raise UserError(f"--set {item!r}: {source} has no step {parts[1]!r}; "
+                            f"steps are: {', '.join(steps) or '(none)'}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping in {source}")
+        node = nxt
+    node[parts[-1]] = parsed
+
+
+def _merge_defaults(raw: dict, source: str) -> dict:
+    defaults = raw.get("defaults") or {}
+    steps = raw.get("steps")
+    if not isinstance(defaults, dict) or not isinstance(steps, dict):
+        return raw  # pydantic reports the shape error
+    for name, step in steps.items():
+        if not isinstance(step, dict):
+            continue
+        for key in ("resources", "params"):
+            base = defaults.get(key) or {}
+            own = step.get(key) or {}
+            if isinstance(base, dict) and isinstance(own, dict):
+                step[key] = {**base, **own}
+        for key in ("retries", "container"):
+            if key not in step and defaults.get(key) is not None:
+                step[key] = defaults[key]
+    return raw
+
+
+def _describe(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) >= 2 and loc[0] == "steps":
+            where = f"step {loc[1]!r}, field {'.'.join(loc[2:]) or '(the step)'!r}"
+        else:
+            where = f"field {'.'.join(loc) or '(top level)'!r}"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+            if len(loc) == 3 and loc[0] == "steps":
+                msg += "; allowed: " + ", ".join(StepSpec.model_fields)
+            elif len(loc) == 4 and loc[2] == "resources":
+                msg += "; allowed: " + ", ".join(Resources.model_fields)
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _check_steps(recipe: Recipe, source: str) -> dict[str, list[str]]:
+    known = jobs.kinds()
+    deps: dict[str, list[str]] = {}
+    for name, step in recipe.steps.items():
+        if not re.match(NAME, name):
+            raise UserError(f"{source}: step name {name!r}: use letters, digits, '_' and '-', starting with a letter")
+        if step.kind not in known:
+            raise UserError(f"{source}: step {name!r}, field 'kind': unknown kind {step.kind!r}; "
+                            f"allowed: {', '.join(sorted(known))}")
+        try:
+            jobs.validate_params(known[step.kind], step.params)
+        except ValidationError as e:
+            raise UserError(f"{source}: step {name!r}, field 'params' (kind {step.kind}):\n"
+                            f"{format_validation(e, 'params.')}") from None
+        needed = list(dict.fromkeys(step.after))
+        for missing in [a for a in needed if a not in recipe.steps]:
+            raise UserError(f"{source}: step {name!r}, field 'after': no step {missing!r}; "
+                            f"steps are: {', '.join(recipe.steps)}")
+        for kind, ref in _refs(step.params):
+            if kind == "run":
+                if ref not in ("dir", "id"):
+                    raise UserError(f"{source}: step {name!r}, field 'params': ${{run.{ref}}} is unknown; "
+                                    "allowed: ${run.dir}, ${run.id}")
+                continue
+            target, _, attr = ref.partition(".")
+            if attr != "output":
+                raise UserError(f"{source}: step {name!r}, field 'params': ${{steps.{ref}}} is not allowed; "
+                                "write ${steps.NAME.output}")
+            if target not in recipe.steps:
+                raise UserError(f"{source}: step {name!r}, field 'params': ${{steps.{ref}}} names no step "
+                                f"{target!r}; steps are: {', '.join(recipe.steps)}")
+            if target == name:
+                raise UserError(f"{source}: step {name!r}, field 'params': a step cannot use its own output "
+                                "as input; use $LLMJOBS_OUTPUT")
+            if target not in needed:
+                needed.append(target)
+        if name in needed:
+            raise UserError(f"{source}: step {name!r}, field 'after': a step cannot come after itself")
+        deps[name] = needed
+    return deps
+
+
+def _refs(value: Any):
+    if isinstance(value, str):
+        for m in REF.finditer(value):
+            yield m.group(1), m.group(2)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _refs(v)
+
+
+def _toposort(deps: dict[str, list[str]], source: str) -> list[str]:
+    """Depth-first, in recipe order; a cycle is reported as the path that closes it."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = path[path.index(node):] + [node]
+            raise UserError(f"{source}: dependency cycle: {' -> '.join(cycle)}; remove one of these "
+                            "'after' entries or ${steps.X.output} references")
+        state[node] = 1
+        for d in deps[node]:
+            visit(d, path + [node])
+        state[node] = 2
+        order.append(node)
+
+    for name in deps:
+        visit(name, [])
+    return order
+
+
+def interpolate(value: Any, outputs: dict[str, str], run: dict[str, str]) -> Any:
+    """Replace ``${steps.X.output}``, ``${run.dir}`` and ``${run.id}``; leave shell ``${VAR}`` alone."""
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) == "run":
+                return run[m.group(2)]
+            return outputs[m.group(2).partition(".")[0]]
+        return REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, outputs, run) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, outputs, run) for v in value]
+    return value
