@@ -51,6 +51,8 @@ SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# requeued jobs wait one credential lifetime before they start again (default 120 s)
+AuthInfo=cred_expire=30
 SlurmctldPort=6817
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n

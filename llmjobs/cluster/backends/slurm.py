@@ -79,7 +79,7 @@ def job_status(state: str, reason: str = "", exit_code: str = "", nodes: str = "
     reason = "" if reason in ("None", "") else reason
     node_list = None if nodes in ("", "None assigned", "(null)") else nodes
     code = _exit_code(exit_code)
-    common = dict(nodes=node_list, started_at=_time(start), ended_at=_time(end), exit_code=code)
+    common = {"nodes": node_list, "started_at": _time(start), "ended_at": _time(end), "exit_code": code}
     if reason in _NEVER:
         return JobStatus(JobState.FAILED, reason="dependency failed", **common)
     if word == "COMPLETED":
@@ -213,7 +213,7 @@ class SlurmBackend(Backend):
             script = Path(tmp) / "test.sh"
             script.write_text(_make_sbatch_string(command="true", folder=tmp, **params))
             proc = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True,
-                                  timeout=60)
+                                  timeout=60, check=False)
         if proc.returncode != 0:
             said = " ".join((proc.stderr or proc.stdout).split())
             said = re.sub(r"^(sbatch: error: |allocation failure: )", "", said)
@@ -280,7 +280,7 @@ class SlurmBackend(Backend):
         if not jobs:
             return
         proc = subprocess.run(["scancel", *[ref.job_id for ref in jobs]], capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, check=False)
         if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
             raise SchedulerError(f"scancel failed: {proc.stderr.strip()}")
 
