@@ -12,10 +12,12 @@ and the job itself refuses to run a shard that is already done.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import re
 import secrets
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -78,7 +80,7 @@ class Controller:
         with self.registry.session() as s:
             run = Run(id=run_id, name=name, status="pending", recipe_path=plan.source, recipe=recipe_json,
                       profile=profile.model_dump(mode="json"), backend=profile.backend, run_dir=str(run_dir),
-                      version=llmjobs.__version__)
+                      version=llmjobs.__version__, owner=getpass.getuser(), submit_host=socket.gethostname())
             s.add(run)
             for pos, step_name in enumerate(plan.order):
                 spec = plan.step(step_name)
@@ -205,9 +207,11 @@ class Controller:
                             continue
                         st = statuses.get(a.job_id or "")
                         if done is not None and done.get("attempt") == a.number:
-                            a.ended_at = a.ended_at or (st.ended_at if st else None) or now
-                            if st and st.state.live:  # the job is still wrapping up; success is on disk
-                                a.started_at = a.started_at or st.started_at
+                            finished = datetime.fromtimestamp(done["time"], timezone.utc)
+                            a.started_at = a.started_at or (st.started_at if st else None) or \
+                                finished - timedelta(seconds=done.get("seconds", 0))
+                            a.ended_at = a.ended_at or finished
+                            a.nodes = a.nodes or (st.nodes if st else None) or done.get("host")
                             self.registry.transition(s, a, "succeeded")
                             continue
                         if st is None:

@@ -32,6 +32,9 @@ class Run(Base):
     backend: Mapped[str] = mapped_column(String(32))
     run_dir: Mapped[str] = mapped_column(Text)
     version: Mapped[str] = mapped_column(String(32))  # llmjobs version that submitted it
+    # who submitted from where: a group sharing one PostgreSQL registry needs to tell runs apart (rev 0002)
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
+    submit_host: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -213,6 +214,7 @@ def _status(ref: JobRef) -> JobStatus:
             return JobStatus(JobState.SUCCEEDED, exit_code=0, started_at=started, ended_at=ended,
                              nodes="localhost")
         last = str(value).strip().splitlines()[-1] if str(value).strip() else "error"
+        last = re.sub(r"^(?:[\w]+\.)+(\w+: )", r"\1", last)  # "pkg.mod.Error: msg" -> "Error: msg"
         return JobStatus(JobState.FAILED, last, exit_code=1, started_at=started, ended_at=ended, nodes="localhost")
     gate = _read_gate_info(folder, jid)
     if started and gate.get("walltime_s") and ended and (ended - started).total_seconds() >= gate["walltime_s"]:
