@@ -1,0 +1,145 @@
+"""The emulated MoM: runs one job or subjob as a real detached process group and records its end.
+
+Started by the scheduler as ``python -m pbs_emulator.runner HOME KEY`` in a new session, so the job
+outlives the command (and the test process) that queued it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import ids
+from . import server
+from . import store as st
+
+POLL = 0.1
+
+
+def _seconds(walltime: str | None) -> float | None:
+    if not walltime:
+        return None
+    parts = [int(p) for p in walltime.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    h, m, s = parts
+    return h * 3600 + m * 60 + s
+
+
+def _final_path(path: str, index: str | None) -> Path:
+    return Path(path.replace("^array_index^", index) if index is not None else path)
+
+
+def _job_env(job: dict, unit_id: str, index: str | None, nodefile: Path, scratch: Path) -> dict:
+    env = dict(job["base_env"])
+    env.update(job["job_env"])
+    env.update({k: v for k, v in job["variables"].items() if k.startswith("PBS_O_")})
+    ncpus = str(job["resources"]["chunk"].get("ncpus", 1))
+    env.update(
+        PBS_JOBID=unit_id, PBS_JOBNAME=job["name"], PBS_QUEUE=job["queue"], PBS_ENVIRONMENT="PBS_BATCH",
+        PBS_NODEFILE=str(nodefile), PBS_JOBDIR=job["jobdir"], PBS_TASKNUM="1", PBS_NODENUM="0",
+        PBS_MOMPORT="15003", TMPDIR=str(scratch / "tmp"), PBS_LOCALDIR=str(scratch / "local"),
+        NCPUS=ncpus, OMP_NUM_THREADS=ncpus,
+    )
+    if index is not None:
+        env.update(PBS_ARRAY_INDEX=index, PBS_ARRAY_ID=job["id"])
+    return env
+
+
+def main(home: str, key: str) -> int:
+    home_path = Path(home)
+    ref = ids.parse(key)
+    with st.locked(home_path) as store:
+        job, unit = server.find(store, ref.number, ref.index)
+        if unit is None or unit["state"] != "R":
+            return 0
+        index = ref.index
+        unit_id = ref.canonical(job["server"])
+        scratch = home_path / "scratch" / unit_id
+        for sub in ("tmp", "local"):
+            (scratch / sub).mkdir(parents=True, exist_ok=True)
+        nodefile = scratch / "nodefile"
+        chunk = job["resources"]["chunk"]
+        per_chunk = int(chunk.get("mpiprocs", chunk.get("ncpus", 1)))
+        nodefile.write_text(f"{st.node_name()}\n" * (per_chunk * job["resources"]["nodect"]))
+        env = _job_env(job, unit_id, index, nodefile, scratch)
+        spool_out = store.spool() / f"{unit_id}.OU"
+        spool_err = store.spool() / f"{unit_id}.ER"
+        join = job["join"]
+        out_final = _final_path(job["out_path"], index)
+        err_final = _final_path(job["err_path"], index)
+        walltime = _seconds(job["resources"].get("walltime"))
+        argv = [job["shell"], job["script"]]
+        cwd = job["jobdir"]
+
+    with open(spool_out, "wb") as out, open(spool_err, "wb") as err:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=err if join == "eo" else out,
+            stderr=subprocess.STDOUT if join in ("oe", "eo") else err, start_new_session=True,
+        )
+    with st.locked(home_path) as store:
+        _, unit = server.find(store, ref.number, ref.index)
+        if unit is not None:
+            unit["session_id"] = proc.pid
+
+    started = time.monotonic()
+    killed_for_walltime = False
+    term_sent_at = None
+    while proc.poll() is None:
+        time.sleep(POLL)
+        elapsed = time.monotonic() - started
+        if term_sent_at is None and walltime is not None and elapsed > walltime:
+            killed_for_walltime = True
+            with open(spool_err, "ab") as err:
+                err.write(f"=>> PBS: job killed: walltime {int(elapsed)} exceeded limit {int(walltime)}\n"
+                          .encode())
+            _killpg(proc.pid, signal.SIGTERM)
+            term_sent_at = time.monotonic()
+        elif term_sent_at is None:
+            with st.locked(home_path, write=False) as store:
+                _, unit = server.find(store, ref.number, ref.index)
+                deleting = unit is not None and unit.get("deleting")
+            if deleting:
+                _killpg(proc.pid, signal.SIGTERM)
+                term_sent_at = time.monotonic()
+        elif time.monotonic() - term_sent_at > st.kill_delay():
+            _killpg(proc.pid, signal.SIGKILL)
+    code = proc.returncode
+    _killpg(proc.pid, signal.SIGKILL)  # the MoM reaps what the script left behind
+
+    # Stage out: PBS copies the spooled output to its destination when the job ends.
+    for spool, final in ((spool_out, out_final), (spool_err, err_final)):
+        if (spool == spool_err and join == "oe") or (spool == spool_out and join == "eo"):
+            spool.unlink(missing_ok=True)
+            continue
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(spool, final)
+        except OSError as exc:
+            print(f"stage out of {spool} to {final} failed: {exc}", file=sys.stderr)
+        spool.unlink(missing_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    exit_status = server.EXIT_WALLTIME if killed_for_walltime else (256 - code if code < 0 else code)
+    with st.locked(home_path) as store:
+        job, unit = server.find(store, ref.number, ref.index)
+        if unit is not None:
+            server.finish(store, job, unit, exit_status)
+        server.schedule(store)
+    return 0
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
