@@ -115,5 +115,5 @@ def clean_answer(answer: str) -> str:
     stripped = _TRAIL_CJK.sub("", _LEAD_CJK.sub("", s))
     # Only words at the ends go ("3時間20分" keeps its words: stripping them would change the answer).
     if stripped and stripped != s and not re.search(rf"[{_CJK}]", stripped):
-        s = stripped.rstrip("。．.、,").strip()
+        s = stripped.lstrip(":").rstrip("。．.、,").strip()
     return s
