@@ -12,8 +12,24 @@ import json
 import pytest
 
 from llmjobs.cluster.backends.base import JobState
+from pathlib import Path
+
 from llmjobs.cluster.pbs import state
-from pbs_captures import CAPTURES, capture, capture_rc, capture_stderr
+
+CAPTURES = Path(__file__).parent / "captures"
+
+
+def capture(name: str) -> str:
+    return (CAPTURES / name).read_text()
+
+
+def capture_rc(name: str) -> int:
+    return int((CAPTURES / f"{name}.rc").read_text())
+
+
+def capture_stderr(name: str) -> str:
+    path = CAPTURES / f"{name}.stderr"
+    return path.read_text() if path.exists() else ""
 
 # file -> {job id: (state, reason or None)}; every JSON capture is listed (test_every_capture_is_covered)
 EXPECTED = {

@@ -190,3 +190,38 @@ def qstat(ids: Sequence[str], retry: Retry | None = None) -> QstatResult:
         result.answered.add(job_id)
         result.unknown |= pbs_state.unknown_ids(answer[2])
     return result
+
+
+def count_unfinished(user: str, retry: Retry | None = None) -> int:
+    """The user's jobs PBS has not finished (an array counts once): what ABCI's per-user limit counts."""
+    retry = retry or env_retry()
+    answer = _qstat_all(retry)
+    count = 0
+    for job_id, attrs in answer.items():
+        owner = str(attrs.get("Job_Owner", "")).split("@", 1)[0]
+        if owner != user or str(attrs.get("job_state", "")) in pbs_state.FINISHED_STATES:
+            continue
+        try:
+            if pbs_state.array_parent(job_id) is not None:
+                continue  # a subjob: its array is counted
+        except ValueError:
+            continue
+        count += 1
+    return count
+
+
+def _qstat_all(retry: Retry) -> dict[str, dict[str, Any]]:
+    argv = ["qstat", "-f", "-F", "json"]
+    delays = iter(retry.delays())
+    while True:
+        try:
+            proc = _run(argv, retry.timeout_s)
+            if proc.returncode in QSTAT_OK_CODES:
+                return pbs_state.jobs_from_qstat(proc.stdout)
+            err: Exception = PBSCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        except (subprocess.TimeoutExpired, OSError) as e:
+            err = e
+        delay = next(delays, None)
+        if delay is None:
+            raise err
+        time.sleep(delay)
