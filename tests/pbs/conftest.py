@@ -1,0 +1,75 @@
+"""Fixtures for the PBS tests: a PBS command emulator (``tests/pbs/emulator``) on PATH for each test.
+
+No PBS server can run here, so end-to-end tests drive the emulator: real ``qsub``/``qstat``/``qdel``
+executables that run each job as a local process and answer in the formats captured from a real server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EMULATOR = Path(__file__).parent / "emulator"
+if str(EMULATOR) not in sys.path:
+    sys.path.insert(0, str(EMULATOR))
+
+
+@dataclass
+class PBSServer:
+    home: Path
+    env: dict[str, str]
+
+    def inject(self, kind: str, count: int = 1, **params) -> None:
+        import pbs_emulator
+
+        pbs_emulator.inject(self.home, kind, count=count, **params)
+
+    def clear(self) -> None:
+        import pbs_emulator
+
+        pbs_emulator.clear(self.home)
+
+    def states(self) -> dict[str, str]:
+        import pbs_emulator
+
+        return pbs_emulator.job_states(self.home)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, env=self.env, timeout=60)
+
+
+@pytest.fixture
+def pbs_server(tmp_path, monkeypatch):
+    import pbs_emulator
+
+    from llmjobs.cluster.pbs import executor
+
+    home = tmp_path / "pbs-server"
+    env = pbs_emulator.environment(home, server="pbs1", slots=4, require_project=True,
+                                   LLMJOBS_PBS_RETRY_DELAY="0.05", PBS_EMULATOR_KILL_DELAY="1")
+    for key in ("PATH", "PBS_EMULATOR_HOME", "PBS_EMULATOR_SERVER", "PBS_EMULATOR_SLOTS",
+                "PBS_EMULATOR_REQUIRE_PROJECT", "LLMJOBS_PBS_RETRY_DELAY", "PBS_EMULATOR_KILL_DELAY"):
+        monkeypatch.setenv(key, env[key])
+    # job ids restart at 1 on every emulated server: the watcher's cache must not leak across tests
+    monkeypatch.setattr(executor.PBSJob, "watcher", executor.PBSInfoWatcher(delay_s=1))
+    server = PBSServer(home, env)
+    yield server
+    server.clear()
+    live = [j for j, s in server.states().items() if s != "F" and not ("[" in j and not j.endswith("[].pbs1"))]
+    if live:
+        server.run("qdel", *live)
+    try:
+        pbs_emulator.wait_idle(home, timeout=30)
+    except TimeoutError:
+        pass
+
+
+@pytest.fixture
+def pbs_cli(pbs_server, cli):
+    cli.env.update(pbs_server.env)
+    return cli
