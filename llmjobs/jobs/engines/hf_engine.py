@@ -59,7 +59,8 @@ class HFEngine:
                 torch.manual_seed(prompt_seed)
             enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
             sampling = temperature > 0
-            kwargs = dict(max_new_tokens=max_tokens, do_sample=sampling, num_return_sequences=n,
+            # greedy decoding gives one answer: decode it once and repeat it n times
+            kwargs = dict(max_new_tokens=max_tokens, do_sample=sampling, num_return_sequences=n if sampling else 1,
                           pad_token_id=self.tokenizer.pad_token_id)
             if sampling:
                 kwargs.update(temperature=temperature, top_p=top_p)
@@ -77,7 +78,7 @@ class HFEngine:
                         break
                 text = self.tokenizer.decode(row[:count], skip_special_tokens=True)
                 samples.append(Generation(text, count))
-            results.append(samples)
+            results.append(samples if sampling else samples * n)
         return results
 
     def close(self) -> None:

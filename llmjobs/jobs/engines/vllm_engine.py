@@ -57,13 +57,16 @@ class VLLMEngine:
         if not prompts:
             return []
         # one SamplingParams per prompt: each prompt's seed makes its samples independent of the batch
-        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=s)
+        greedy = temperature == 0  # vLLM refuses n > 1 with greedy decoding: decode once, repeat it
+        params = [SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p,
+                                 max_tokens=max_tokens, seed=s)
                   for s in per_prompt_seeds(seed, len(prompts))]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora)
         results = []
         for out in outputs:
             samples = sorted(out.outputs, key=lambda c: c.index)
-            results.append([Generation(c.text, len(c.token_ids)) for c in samples])
+            gens = [Generation(c.text, len(c.token_ids)) for c in samples]
+            results.append(gens * n if greedy else gens)
         return results
 
     def close(self) -> None:

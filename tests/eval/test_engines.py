@@ -1,0 +1,47 @@
+"""Both engines behind one interface, on a tiny random Llama built by the fixture (real vLLM CPU build, real
+transformers): N samples per prompt, token counts within max_tokens, seeds that reproduce per prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmjobs.jobs.engines import Generation, resolve
+
+ENGINES = ["hf", pytest.param("vllm", marks=pytest.mark.vllm)]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    return request.getfixturevalue(f"{request.param}_engine")
+
+
+def test_n_samples_per_prompt(engine, mgsm_prompts):
+    prompts = [p for _, p in mgsm_prompts[:3]]
+    out = engine.generate(prompts, n=3, temperature=1.0, top_p=0.95, max_tokens=8, seed=[11, 12, 13])
+    assert len(out) == 3
+    for samples in out:
+        assert len(samples) == 3
+        for g in samples:
+            assert isinstance(g, Generation) and isinstance(g.text, str)
+            assert 1 <= g.tokens <= 8
+    # random weights at temperature 1: three samples of one prompt are not all the same text
+    assert any(len({g.text for g in samples}) > 1 for samples in out)
+
+
+def test_seed_fixes_a_prompts_samples_whatever_the_batch(engine, mgsm_prompts):
+    prompts = [p for _, p in mgsm_prompts[:3]]
+    batch = engine.generate(prompts, n=2, temperature=1.0, top_p=1.0, max_tokens=8, seed=[5, 6, 7])
+    alone = engine.generate(prompts[1:2], n=2, temperature=1.0, top_p=1.0, max_tokens=8, seed=[6])
+    assert [g.text for g in alone[0]] == [g.text for g in batch[1]]
+    other = engine.generate(prompts[1:2], n=2, temperature=1.0, top_p=1.0, max_tokens=8, seed=[99])
+    assert [g.text for g in other[0]] != [g.text for g in batch[1]]
+
+
+def test_greedy_samples_agree(engine, mgsm_prompts):
+    out = engine.generate([mgsm_prompts[0][1]], n=2, temperature=0.0, top_p=1.0, max_tokens=6, seed=1)
+    assert out[0][0].text == out[0][1].text
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="unknown engine"):
+        resolve("tgi")
