@@ -109,7 +109,7 @@ def clean_answer(answer: str) -> str:
     (``42円``, ``約42個``, ``42です``). An answer that is only Japanese text is left as it is."""
     s = unicodedata.normalize("NFKC", answer).strip()
     s = s.replace("\\$", "").replace("$", "").replace("**", "").strip()
-    s = s.rstrip("。．.、,").strip()
+    s = s.rstrip("。．.、,").strip().replace("\u2212", "-")  # NFKC keeps the minus sign U+2212
     s = _JA_FRACTION.sub(lambda m: f"\\frac{{{m.group(2)}}}{{{m.group(1)}}}", s)
     s = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), s)
     stripped = _TRAIL_CJK.sub("", _LEAD_CJK.sub("", s))
