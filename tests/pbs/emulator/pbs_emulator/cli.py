@@ -10,10 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import faults
-from . import ids
-from . import render
-from . import server
+from . import faults, ids, render, server
 from . import store as st
 
 QSUB_OPTS = "a:A:c:C:e:fhIj:J:k:l:m:M:N:o:p:P:q:r:R:S:u:v:VW:Xz"
@@ -26,6 +23,7 @@ QSUB_USAGE = (
     "\t[-v variable_list] [-V ] [-z] [script | -- command [arg1 ...]]\n"
     "       qsub --version\n"
 )
+QDEL_USAGE = "usage:\n\tqdel [-W force|suppress_email=X] [-x] job_identifier...\n\tqdel --version\n"
 DEFAULT_PROJECT = "_pbs_project_default"
 _ARRAY_RANGE = re.compile(r"^(\d+)-(\d+)(?::(\d+))?$")
 _WALLTIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+)$")
@@ -235,7 +233,9 @@ def _qsub(argv: list[str]) -> int:
         job_env.update({k: v for k, v in env.items() if not k.startswith("PBS_")})
     for item in _split_variables(merged.get("-v", "")):
         key, eq, val = item.partition("=")
-        job_env[key] = val if eq else env.get(key, "")
+        if not eq and key not in env:
+            raise QsubError("qsub: cannot send environment with the job\n", 1)
+        job_env[key] = val if eq else env[key]
     variables.update(job_env)
 
     depend = None
@@ -370,7 +370,10 @@ def qdel_main(argv: list[str]) -> int:
     try:
         opts, args = getopt.gnu_getopt(argv, "W:x")
     except getopt.GetoptError as err:
-        sys.stderr.write(f"qdel: {err.msg}\nusage: qdel [-W force|suppress_email=X] [-x] job_identifier...\n")
+        sys.stderr.write(f"qdel: {err.msg}\n{QDEL_USAGE}")
+        return 2
+    if not args:
+        sys.stderr.write(QDEL_USAGE)
         return 2
     purge = any(flag == "-x" for flag, _ in opts)
     rc = _transient("qdel")

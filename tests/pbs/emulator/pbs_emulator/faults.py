@@ -3,7 +3,8 @@
 Kinds:
 - ``qstat_transient`` / ``qsub_transient`` / ``qdel_transient``: the next ``count`` calls of that command
   fail as when the server cannot be reached (stderr ``Connection refused`` and
-  ``<cmd>: cannot connect to server <server> (errno=15010)``, exit code ``rc``, default 255).
+  ``<cmd>: cannot connect to server <server> (errno=15010)``; exit code 255 for qstat, 162 for qsub/qdel;
+  ``rc=`` and ``message=`` override them).
 - ``qstat_bad_json``: the next ``count`` ``qstat -F json`` calls print PBS 2022's invalid JSON: strings that
   look numeric are printed bare, and each job's Variable_List carries ``var``=``value`` (default
   ``PBS_EMULATOR_FAULT=0123``) as if it had been submitted with ``-v``, so the output is always invalid.
@@ -55,6 +56,13 @@ def take(store: st.Store, kind: str) -> dict | None:
 
 
 def transient_error(command: str, fault: dict) -> tuple[str, int]:
-    message = fault.get("message") or (
-        f"Connection refused\n{command}: cannot connect to server {st.server_name()} (errno=15010)\n")
-    return message, int(fault.get("rc", 255))
+    """stderr and exit code of a command that cannot reach the server, as OpenPBS's sources print them:
+    qstat exits with the failed connection handle (-1, so 255); qsub and qdel exit with pbs_errno
+    15010, which the shell sees as 15010 & 0xff = 162."""
+    server_name = st.server_name()
+    if command == "qdel":
+        default = f"Connection refused\nCouldn't connect to cluster: {server_name}\n", 162
+    else:
+        default = (f"Connection refused\n{command}: cannot connect to server {server_name} (errno=15010)\n",
+                   255 if command == "qstat" else 162)
+    return fault.get("message") or default[0], int(fault.get("rc", default[1]))

@@ -12,8 +12,7 @@ import json
 import re
 import time
 
-from . import ids
-from . import server
+from . import ids, server
 from . import store as st
 
 _JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")

@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ids
-from . import server
+from . import ids, server
 from . import store as st
 
 POLL = 0.1
@@ -95,7 +94,7 @@ def main(home: str, key: str) -> int:
         elapsed = time.monotonic() - started
         if term_sent_at is None and walltime is not None and elapsed > walltime:
             killed_for_walltime = True
-            with open(spool_err, "ab") as err:
+            with open(spool_out if join == "oe" else spool_err, "ab") as err:
                 err.write(f"=>> PBS: job killed: walltime {int(elapsed)} exceeded limit {int(walltime)}\n"
                           .encode())
             _killpg(proc.pid, signal.SIGTERM)

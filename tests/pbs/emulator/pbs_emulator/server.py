@@ -117,8 +117,7 @@ def _spawn_runner(store: st.Store, key: str) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [package_root, env.get("PYTHONPATH", "")] if p)
     env["PBS_EMULATOR_HOME"] = str(store.home)
-    log = open(store.home / "runner.log", "a")
-    with log:
+    with open(store.home / "runner.log", "a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pbs_emulator.runner", str(store.home), key],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env,
