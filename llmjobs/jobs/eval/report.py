@@ -97,6 +97,17 @@ def write_plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    try:  # categories are often Japanese (中1 ... 数学IIIC): IPAex Gothic has the glyphs DejaVu lacks
+        import matplotlib_fontja  # noqa: F401  (registers the font on import)
+
+        families = ["IPAexGothic", "DejaVu Sans"]
+    except ImportError:
+        families = ["DejaVu Sans"]
+    with plt.rc_context({"font.family": families}):
+        _draw(results, path, plt)
+
+
+def _draw(results: dict, path: Path, plt: Any) -> None:
     cats = results.get("per_category") or {}
     fig, axes = plt.subplots(1, 2 if cats else 1, figsize=(11 if cats else 6, 4), squeeze=False)
     ax = axes[0][0]
@@ -105,6 +116,9 @@ def write_plot(results: dict, path: Path) -> None:
     if results["pass_at_k"]:
         ax.plot([int(k) for k in results["pass_at_k"]], [100 * v for v in results["pass_at_k"].values()],
                 marker=".", linestyle="--", label="pass@k")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
