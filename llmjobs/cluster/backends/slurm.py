@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmjobs.cluster.backends.base import Backend, JobRef, JobState, JobStatus, StepJob, SubmittedJob
-from llmjobs.cluster.container import ContainerSpec, container_env, python_command
+from llmjobs.cluster.container import ContainerSpec, container_env, env_prefix, python_command
 from llmjobs.errors import SchedulerError, UserError
 from llmjobs.resources import Resources
 
@@ -89,6 +89,8 @@ def job_status(state: str, reason: str = "", exit_code: str = "", nodes: str = "
         return JobStatus(JobState.FAILED, reason=why, **common)
     if word == "CANCELLED":
         by = state.split(maxsplit=1)[1] if " " in state.strip() else ""
+        if not by and reason.startswith("Dependency"):  # --kill-on-invalid-dep: no user cancelled it
+            return JobStatus(JobState.FAILED, reason="dependency failed", **common)
         return JobStatus(JobState.CANCELLED, reason=f"cancelled {by}".strip(), **common)
     if word in _QUEUED:
         return JobStatus(JobState.QUEUED, reason=reason or (word.lower() if word != "PENDING" else None),
@@ -161,6 +163,9 @@ class SlurmBackend(Backend):
             params["srun_args"] = list(o.srun_args)
         if after:
             params["dependency"] = "afterok:" + ":".join(ref.job_id for ref in after)
+            # a failed upstream job ends this one at once (CANCELLED, reason Dependency) instead of leaving
+            # it pending forever; sacct then tells it apart from a user's cancel ("CANCELLED by UID")
+            extra.setdefault("kill-on-invalid-dep", "yes")
         if shards > 1:
             params["map_count"] = shards
         return params
@@ -168,9 +173,13 @@ class SlurmBackend(Backend):
     def _setup_lines(self, container: ContainerSpec | None, env: dict[str, str]) -> list[str]:
         # variables travel in the batch script, so jobs see them whatever the submitting shell had;
         # with a container they become SINGULARITYENV_* so the image's own environment cannot shadow them
-        merged = {**self.profile.env, **env}
+        # (names that already carry the prefix, as the controller passes them, are kept as they are)
+        host_env = dict(self.profile.env)
+        host_env.update({k: v for k, v in env.items() if container is None or not k.startswith(env_prefix(container))})
+        exported = container_env(container, host_env)
+        exported.update({k: v for k, v in env.items() if container is not None and k.startswith(env_prefix(container))})
         lines = list(self.profile.setup)
-        lines += [f"export {k}={shlex.quote(str(v))}" for k, v in container_env(container, merged).items()]
+        lines += [f"export {k}={shlex.quote(str(v))}" for k, v in exported.items()]
         return lines
 
     def _python(self, container: ContainerSpec | None) -> str:
@@ -259,6 +268,8 @@ class SlurmBackend(Backend):
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
             raise SchedulerError(f"sacct failed: {_said(e)}") from None
         rows: dict[str, JobStatus] = {}
+        last_start: dict[str, datetime | None] = {}  # per array: the latest start of any of its tasks
+        pending_range: set[str] = set()  # arrays that still have a "12_[3-5]" row of pending tasks
         for line in out.splitlines():
             fields = line.split("|")
             if len(fields) != len(SACCT_FIELDS) or not fields[0] or "." in fields[0]:
@@ -268,13 +279,25 @@ class SlurmBackend(Backend):
                 parts = read_job_id(fields[0])
             except ValueError:
                 continue
+            base = parts[0][0]
+            started = status.started_at
+            if base not in last_start or (started and (last_start[base] is None or started > last_start[base])):
+                last_start[base] = started or last_start.get(base)
+            if "[" in fields[0]:
+                pending_range.add(base)
             for part in parts:  # "12_[3-5%2]" stands for tasks 3, 4 and 5
                 if len(part) == 3:
                     for i in range(int(part[1]), int(part[2]) + 1):
                         rows[f"{part[0]}_{i}"] = status
                 else:
                     rows["_".join(part[:2])] = status
-        return {ref.job_id: rows[ref.job_id] for ref in jobs if ref.job_id in rows}
+        result = {}
+        for ref in jobs:
+            if ref.job_id in rows:
+                result[ref.job_id] = rows[ref.job_id]
+            elif _cancelled_while_pending(ref, last_start, pending_range):
+                result[ref.job_id] = JobStatus(JobState.CANCELLED, reason="cancelled before it started")
+        return result
 
     def cancel(self, jobs: list[JobRef]) -> None:
         if not jobs:
@@ -283,6 +306,25 @@ class SlurmBackend(Backend):
                               timeout=120, check=False)
         if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
             raise SchedulerError(f"scancel failed: {proc.stderr.strip()}")
+
+
+# a task that starts gets its own accounting row within moments; until then it may be in no row at all
+_SPLIT_GRACE_S = 60
+
+
+def _cancelled_while_pending(ref: JobRef, last_start: dict[str, datetime | None], pending_range: set[str]) -> bool:
+    """An array task that Slurm dropped before it started (``scancel 12_4`` while pending) leaves no sacct
+    row: its array answers, no pending range holds it, it never opened its log, and no task of its array
+    started recently (a task being started can be missing for a moment)."""
+    from submitit.core.utils import JobPaths
+
+    base, _, index = ref.job_id.partition("_")
+    if not index.isdigit() or base not in last_start or base in pending_range:
+        return False
+    if ref.folder and JobPaths(ref.folder, job_id=ref.job_id, task_id=0).stdout.exists():
+        return False
+    latest = last_start[base]
+    return latest is None or (datetime.now() - latest).total_seconds() > _SPLIT_GRACE_S
 
 
 def _said(e: BaseException) -> str:
