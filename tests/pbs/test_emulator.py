@@ -72,6 +72,11 @@ class Pbs:
             time.sleep(0.1)
 
 
+def gated(flag: str, then: str = "") -> str:
+    """A job body that waits until the test creates ``flag`` in the submit directory."""
+    return f"while [ ! -e $PBS_O_WORKDIR/{flag} ]; do sleep 0.05; done\n{then}"
+
+
 def state(*states: str):
     return lambda job: job["job_state"] in states
 
@@ -125,12 +130,12 @@ def test_alternate_text_rows_are_laid_out_like_real_qstat_a():
 
 
 def test_job_lifecycle_matches_captured_json_layouts(pbs):
-    long_id = pbs.qsub("-l", "select=1:ncpus=2", "-N", "longjob", pbs.script("long.sh", "sleep 2\n"))
+    long_id = pbs.qsub("-l", "select=1:ncpus=2", "-N", "longjob", pbs.script("long.sh", gated("go_long")))
     ok_id = pbs.qsub("-l", "select=1:ncpus=1", "-N", "okjob", pbs.script("ok.sh", "echo ok\n"))
     dep_id = pbs.qsub("-W", f"depend=afterok:{long_id}", "-l", "select=1:ncpus=1", "-N", "depjob",
                       pbs.script("dep.sh", "echo dep\n"))
     arr_id = pbs.qsub("-J", "0-3", "-l", "select=1:ncpus=1", "-N", "arrjob",
-                      pbs.script("arr.sh", "sleep 0.5\n"))
+                      pbs.script("arr.sh", gated("go_arr")))
     assert [long_id, ok_id, dep_id, arr_id] == ["1.pbs1", "2.pbs1", "3.pbs1", "4[].pbs1"]
 
     running = pbs.wait(long_id, running_with_session)
@@ -147,20 +152,22 @@ def test_job_lifecycle_matches_captured_json_layouts(pbs):
     assert shape(parent) == shape(captured("14_qstat_f_json_array_parent_queued.json"))
     assert parent["array_indices_remaining"] == "0-3"
 
-    sub_id = "4[1].pbs1"
+    (pbs.workdir / "go_long").touch()
+    sub_id = "4[0].pbs1"
     sub = pbs.wait(sub_id, state("R"))
     assert shape(sub) == shape(captured("21_qstat_f_json_array_subjob.json"))
-    assert sub["array_id"] == arr_id and sub["array_index"] == 1
+    assert sub["array_id"] == arr_id and sub["array_index"] == 0
     parent = pbs.job(arr_id)
     assert shape(parent) == shape(captured("20_qstat_f_json_array_parent_running.json"))
     assert (parent["job_state"], parent["substate"]) == ("B", 70)
+    assert parent["array_indices_remaining"] == "1-3"
+    (pbs.workdir / "go_arr").touch()
 
     parent = pbs.wait(arr_id, state("F"))
     assert shape(parent) == shape(captured("23_qstat_x_f_json_array_parent_finished.json"))
     assert (parent["substate"], parent["Exit_status"]) == (92, 0)
     assert parent["comment"].endswith(" and finished")
-    sub = pbs.job(sub_id)
-    assert shape(sub) == shape(captured("24_qstat_x_f_json_array_subjob_finished.json"))
+    assert shape(pbs.job("4[1].pbs1")) == shape(captured("24_qstat_x_f_json_array_subjob_finished.json"))
     finished = pbs.job(long_id)
     assert shape(finished) == shape(captured("26_qstat_x_f_json_finished_long.json"))
     assert (finished["substate"], finished["Exit_status"]) == (92, 0)
@@ -291,13 +298,16 @@ out=$PBS_O_WORKDIR/env.$PBS_ARRAY_INDEX
 
 
 def test_slot_cap_queues_jobs_fifo(pbs):
-    first = pbs.qsub(pbs.script("a.sh", "sleep 1\n"))
+    first = pbs.qsub(pbs.script("a.sh", gated("go")))
     second = pbs.qsub(pbs.script("b.sh", "true\n"))
     pbs.wait(first, state("R"))
-    assert pbs.job(second)["job_state"] == "Q"
+    waiting = pbs.job(second)
+    assert waiting["job_state"] == "Q" and waiting["comment"] == "Not Running: Not enough free nodes available"
+    (pbs.workdir / "go").touch()
     first_done = pbs.wait(first, state("F"))
     second_done = pbs.wait(second, state("F"))
-    assert second_done["stime"] >= first_done["obittime"] or second_done["stime"] == first_done["obittime"]
+    started = time.mktime(time.strptime(second_done["stime"]))
+    assert started >= time.mktime(time.strptime(first_done["obittime"]))
 
 
 def test_walltime_kill_escalates_to_sigkill(pbs):
@@ -387,12 +397,49 @@ def test_fault_job_vanishes_from_history(pbs):
     result = pbs.run("qstat", "-x", "-f", "-F", "json", done)
     assert (result.returncode, result.stderr) == (153, f"qstat: Unknown Job Id {done}\n")
 
-    later = pbs.qsub(pbs.script("slow.sh", "sleep 1\necho slow\n"))
+    later = pbs.qsub(pbs.script("slow.sh", gated("go", "echo slow\n")))
     pbs.wait(later, state("R"))
     pbs_emulator.inject(pbs.home, "vanish", job_id=later, when="finish")
     assert pbs.job(later)["job_state"] == "R"  # still listed while it runs
+    (pbs.workdir / "go").touch()
     deadline = time.monotonic() + 20
     while pbs.run("qstat", "-x", later).returncode != 153:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert (pbs.workdir / "slow.sh.o2").read_text() == "slow\n"  # it did run to the end
+
+
+def test_qdel_array_and_one_poll_for_many_ids(pbs):
+    arr_id = pbs.qsub("-J", "0-3", "-N", "arr", pbs.script("arr.sh", "sleep 30\n"))
+    pbs.wait("1[0].pbs1", state("R"))
+    # The backend's poll: one call, parent and subjobs with -t, plus an unknown id.
+    result = pbs.run("qstat", "-x", "-f", "-F", "json", "-t", arr_id, "99.pbs1")
+    assert result.returncode == 153 and result.stderr == "qstat: Unknown Job Id 99.pbs1\n"
+    jobs = json.loads(result.stdout)["Jobs"]
+    assert {k: v["job_state"] for k, v in jobs.items()} == {
+        arr_id: "B", "1[0].pbs1": "R", "1[1].pbs1": "Q", "1[2].pbs1": "Q", "1[3].pbs1": "Q"}
+    assert jobs[arr_id]["array_indices_remaining"] == "1-3"
+    assert jobs[arr_id]["array_state_count"] == "Queued:3 Running:1 Exiting:0 Expired:0"
+
+    assert pbs.run("qdel", arr_id).returncode == 0
+    parent = pbs.wait(arr_id, state("F"))
+    assert parent["substate"] == 91 and parent["comment"].endswith(" and terminated")
+    subjobs = json.loads(pbs.run("qstat", "-x", "-f", "-F", "json", "-t", arr_id).stdout)["Jobs"]
+    assert subjobs["1[0].pbs1"]["Exit_status"] == 271
+    assert all(subjobs[f"1[{i}].pbs1"]["substate"] == 91 and "Exit_status" not in subjobs[f"1[{i}].pbs1"]
+               for i in (1, 2, 3))
+    result = pbs.run("qdel", arr_id)
+    assert (result.returncode, result.stderr) == (35, f"qdel: Job has finished {arr_id}\n")
+
+
+def test_dependency_on_already_finished_jobs(pbs):
+    ok = pbs.qsub(pbs.script("ok.sh", "true\n"))
+    bad = pbs.qsub(pbs.script("bad.sh", "exit 1\n"))
+    pbs.wait(bad, state("F"))
+    after_ok = pbs.qsub("-W", f"depend=afterok:{ok}", pbs.script("a.sh", "echo ran\n"))
+    after_bad = pbs.qsub("-W", f"depend=afterok:{ok}:{bad}", pbs.script("b.sh", "echo ran\n"))
+    after_any = pbs.qsub("-W", f"depend=afterany:{bad}", pbs.script("c.sh", "echo ran\n"))
+    assert pbs.wait(after_ok, state("F"))["Exit_status"] == 0
+    assert "Exit_status" not in pbs.wait(after_bad, state("F"))
+    assert pbs.wait(after_any, state("F"))["Exit_status"] == 0
+    assert not (pbs.workdir / "b.sh.o4").exists() and (pbs.workdir / "c.sh.o5").read_text() == "ran\n"
