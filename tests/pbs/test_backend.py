@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmjobs.cluster.backends.pbs import PBSBackend, depend_ids, job_name
 from llmjobs.cluster.backends.base import JobRef
+from llmjobs.cluster.backends.pbs import PBSBackend, depend_ids, job_name
 from llmjobs.cluster.pbs.script import render_script
 from llmjobs.cluster.profiles import profile_from_file
 from llmjobs.errors import UserError
@@ -130,7 +130,7 @@ def test_exit_sentinel_on_failure_and_term(tmp_path):
     env = {**os.environ, "PBS_JOBID": "6.pbs1"}
     script = tmp_path / "fail.sh"
     script.write_text(render_script("exit 7", folder, modules_init=None))
-    assert subprocess.run(["bash", str(script)], env=env, timeout=30).returncode == 7
+    assert subprocess.run(["bash", str(script)], env=env, timeout=30, check=False).returncode == 7
     assert (folder / "6.pbs1_pbs_exit").read_text().strip() == "7"
 
     env["PBS_JOBID"] = "7.pbs1"
@@ -140,7 +140,7 @@ def test_exit_sentinel_on_failure_and_term(tmp_path):
     for _ in range(100):
         if started.exists():
             break
-        subprocess.run(["sleep", "0.05"])
+        time.sleep(0.05)
     time.sleep(0.3)
     proc.terminate()
     assert proc.wait(timeout=10) == 143

@@ -94,6 +94,7 @@ def test_qdel_of_a_running_job_is_cancelled(pbs_server, tmp_path):
 def test_transient_qstat_errors_are_retried(pbs_server, tmp_path):
     job = _executor(tmp_path / "logs").submit(pow, 2, 5)
     assert job.result() == 32
+    _wait_state(job, {"SUCCEEDED"})  # the result pickle comes a moment before PBS records the end
     pbs_server.inject("qstat_transient", count=2)  # fewer than the retries
     statuses = tracking.poll([tracking.JobKey(job.job_id, str(tmp_path / "logs"))])
     assert statuses[job.job_id].state == JobState.SUCCEEDED
@@ -104,6 +105,7 @@ def test_transient_qstat_errors_are_retried(pbs_server, tmp_path):
 def test_invalid_json_from_qstat_is_read(pbs_server, tmp_path):
     job = _executor(tmp_path / "logs").submit(pow, 2, 6)
     assert job.result() == 64
+    _wait_state(job, {"SUCCEEDED"})
     pbs_server.inject("qstat_bad_json", count=1)
     statuses = tracking.poll([tracking.JobKey(job.job_id, str(tmp_path / "logs"))])
     assert statuses[job.job_id].state == JobState.SUCCEEDED
@@ -116,6 +118,8 @@ def test_vanished_jobs_resolve_from_sentinels(pbs_server, tmp_path):
     assert ok.result() == 4
     with pytest.raises(submitit.core.utils.FailedJobError):
         bad.result()
+    _wait_state(ok, {"SUCCEEDED"})
+    _wait_state(bad, {"FAILED"})
     for job in (ok, bad):
         pbs_server.inject("vanish", job_id=job.job_id)
     keys = [tracking.JobKey(j.job_id, str(folder)) for j in (ok, bad)]
@@ -140,3 +144,22 @@ def test_qsub_refusal_is_a_clear_error(pbs_server, tmp_path):
     ex.update_parameters(timeout_min=5)  # no -P: the emulated server requires a project, as ABCI does
     with pytest.raises(submitit.core.utils.FailedSubmissionError, match="qsub"):
         ex.submit(pow, 1, 1)
+
+
+def test_walltime_kill_is_a_timeout(pbs_server, tmp_path):
+    from llmjobs.cluster.pbs import commands
+    from llmjobs.cluster.pbs.script import render_script
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    script = folder / "long.sh"
+    script.write_text(render_script("sleep 60", folder, project="gtest", walltime="00:00:02", modules_init=None))
+    job_id = commands.qsub(script)
+    key = tracking.JobKey(job_id, str(folder))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = tracking.poll([key]).get(job_id)
+        if status is not None and not status.state.live:
+            break
+        time.sleep(0.3)
+    assert status.state == JobState.FAILED and status.reason == "timeout", status

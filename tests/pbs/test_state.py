@@ -8,12 +8,11 @@ invalid escapes) is reproduced by editing a captured file the way the server's k
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from llmjobs.cluster.backends.base import JobState
-from pathlib import Path
-
 from llmjobs.cluster.pbs import state
 
 CAPTURES = Path(__file__).parent / "captures"

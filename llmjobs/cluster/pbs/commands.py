@@ -12,9 +12,10 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from llmjobs.cluster.pbs import state as pbs_state
 
@@ -65,7 +66,7 @@ def env_retry() -> Retry:
 
 
 def _run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 # --- qsub ---------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 from submitit.core import job_environment, logger
 
@@ -22,7 +23,7 @@ class PBSJobEnvironment(job_environment.JobEnvironment):
     """``SUBMITIT_PBS_NODE_RANK``, ``SUBMITIT_PBS_HOSTS`` and ``SUBMITIT_PBS_NUM_NODES`` are set by the job
     script (``script.py``); the ids come from PBS (``PBS_JOBID``, ``PBS_ARRAY_ID``, ``PBS_ARRAY_INDEX``)."""
 
-    _env = {
+    _env: ClassVar[dict[str, str]] = {
         "job_id": "PBS_JOBID",
         "num_tasks": "SUBMITIT_PBS_NUM_NODES",  # one task per node
         "num_nodes": "SUBMITIT_PBS_NUM_NODES",

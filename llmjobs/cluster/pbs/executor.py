@@ -112,7 +112,7 @@ class PBSJob(core.Job[core.R]):
         return JobState(state) if state in JobState._value2member_map_ else JobState.QUEUED
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def _default_parameters() -> dict[str, tp.Any]:
     spec = inspect.getfullargspec(script.render_script)
     zipped = zip(spec.args[-len(spec.defaults):], spec.defaults)  # type: ignore[arg-type]

@@ -18,8 +18,9 @@ What the script does on the head node, in order:
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from submitit.core.utils import JobPaths
 
@@ -137,7 +138,7 @@ def render_script(
 
     dirs = _shell_folder(folder)
     err_redirect = "2>&1" if stderr_to_stdout else \
-        f'2>> "$SUBMITIT_PBS_FOLDER/${{PBS_JOBID}}_${{SUBMITIT_PBS_NODE_RANK}}_log.err"'
+        '2>> "$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_${SUBMITIT_PBS_NODE_RANK}_log.err"'
     out_redirect = '>> "$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_${SUBMITIT_PBS_NODE_RANK}_log.out"'
     lines += [
         "",
@@ -171,8 +172,8 @@ def render_script(
             "#!/bin/bash",
             '. "${0%_pbs_node.sh}_pbs_env.sh" 2>/dev/null',
             'if [ -n "${1:-}" ]; then _rank="$1"',
-            'elif [ -n "${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-}}}" ]; then '
-            '_rank="${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK}}}"',
+            ('elif [ -n "${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-}}}" ]; then '
+             '_rank="${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK}}}"'),
             "else",
             '    _rank=0; _i=0; _me="$(hostname)"',
             '    for _h in ${SUBMITIT_PBS_HOSTS//,/ }; do',
@@ -186,8 +187,8 @@ def render_script(
             '_pbs_hosts="$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_pbs_hosts"',
             'tr , \'\\n\' <<< "$SUBMITIT_PBS_HOSTS" > "$_pbs_hosts"',
             "# the environment every node starts from (ssh/pdsh/mpirun do not carry it)",
-            "export -p | grep -v -E '^declare -x (HOSTNAME|PWD|OLDPWD|SHLVL|_)=' "
-            '> "$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_pbs_env.sh"',
+            ("export -p | grep -v -E '^declare -x (HOSTNAME|PWD|OLDPWD|SHLVL|_)=' "
+             '> "$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_pbs_env.sh"'),
             "cat > \"$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_pbs_node.sh\" <<'LLMJOBS_PBS_NODE'",
             *node_lines,
             "LLMJOBS_PBS_NODE",

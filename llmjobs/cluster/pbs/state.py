@@ -129,10 +129,10 @@ def jobs_from_qstat(text: str) -> dict[str, dict[str, Any]]:
         return {}
     data = loads_qstat(text)
     if not isinstance(data, dict):
-        raise ValueError("qstat JSON is not an object")
+        raise ValueError("qstat JSON is not an object")  # noqa: TRY004 - callers handle unreadable output
     jobs = data.get("Jobs") or {}
     if not isinstance(jobs, dict):
-        raise ValueError("qstat JSON 'Jobs' is not an object")
+        raise ValueError("qstat JSON 'Jobs' is not an object")  # noqa: TRY004
     return jobs
 
 
@@ -201,8 +201,8 @@ def classify(attrs: dict[str, Any]) -> JobStatus:
     exit_status = _int(attrs.get("Exit_status"))
     comment = attrs.get("comment")
     comment = str(comment).strip() if comment is not None else None
-    common = dict(nodes=exec_hosts(attrs), started_at=parse_time(attrs.get("stime")),
-                  ended_at=parse_time(attrs.get("obittime")))
+    common: dict[str, Any] = {"nodes": exec_hosts(attrs), "started_at": parse_time(attrs.get("stime")),
+                              "ended_at": parse_time(attrs.get("obittime"))}
 
     if state in PENDING_STATES:
         if state == "H" and substate == SUBSTATE_DEPENDENCY_HOLD:

@@ -10,10 +10,10 @@ sentinels, because every ``llmjobs status`` is a new process.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
 from submitit.core.utils import JobPaths
 
