@@ -69,7 +69,9 @@ def test_unfinished_jobs_limit(pbs_server, tmp_path):
     """Counted from the emulated server: the user's queued/running jobs plus one per step of the run."""
     job = tmp_path / "sleep.sh"
     job.write_text("#!/bin/bash\nsleep 30\n")
-    assert pbs_server.run("qsub", "-P", "g", "-J", "0-3", str(job)).returncode == 0  # an array counts once
+    out = f"{tmp_path}/sleep.^array_index^"
+    submitted = pbs_server.run("qsub", "-P", "g", "-J", "0-3", "-j", "oe", "-o", out, str(job))
+    assert submitted.returncode == 0, submitted.stderr  # an array counts once
     backend = abci(max_unfinished_jobs=3)
     backend.validate("a", Resources(), 4)
     backend.validate("b", Resources(), 4)
