@@ -32,11 +32,11 @@ def slurm_problem() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     try:
-        if subprocess.run(["scontrol", "ping"], capture_output=True, timeout=20).returncode != 0:
+        if subprocess.run(["scontrol", "ping"], capture_output=True, timeout=20, check=False).returncode != 0:
             return "slurmctld does not answer (scontrol ping)"
-        if subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, timeout=20).returncode != 0:
+        if subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, timeout=20, check=False).returncode != 0:
             return "accounting (sacct/slurmdbd) does not answer"
-        states = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True,
+        states = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, check=False,
                                 timeout=20).stdout
     except subprocess.TimeoutExpired as e:
         return f"{e.cmd[0]} timed out"
@@ -112,5 +112,5 @@ def all_ended(jobs: list[JobRef]):
 
 
 def llmjobs_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmjobs.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "llmjobs.cli", *args], capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})}, timeout=timeout)
