@@ -75,6 +75,8 @@ def _submit(cli, *args) -> str:
 
 
 def test_three_steps_with_an_array_complete(pbs_cli, profile, tmp_path):
+    # a server that knows only ABCI's queues and prints JSON the way PBS 2022 does, for the whole run
+    pbs_cli.env.update(PBS_EMULATOR_QUEUES="rt_HF,rt_HG,rt_HC", PBS_EMULATOR_JSON_RULE="2022")
     r = pbs_cli("submit", ROOT / "recipes" / "quickstart.yaml", "--cluster", profile, "--wait")
     assert r.returncode == 0, r.stdout + r.stderr
     run_id = r.stdout.strip().splitlines()[0]
