@@ -443,3 +443,10 @@ def test_dependency_on_already_finished_jobs(pbs):
     assert "Exit_status" not in pbs.wait(after_bad, state("F"))
     assert pbs.wait(after_any, state("F"))["Exit_status"] == 0
     assert not (pbs.workdir / "b.sh.o4").exists() and (pbs.workdir / "c.sh.o5").read_text() == "ran\n"
+
+
+def test_job_that_cannot_start_fails_with_a_pbs_code(pbs):
+    job_id = pbs.qsub("-S", "/nonexistent/shell", "-N", "nostart", pbs.script("x.sh", "true\n"))
+    job = pbs.wait(job_id, state("F"))
+    assert (job["substate"], job["Exit_status"]) == (93, -1)  # JOB_EXEC_FAIL1
+    assert "could not start" in (pbs.workdir / "nostart.e1").read_text()

@@ -70,22 +70,48 @@ def main(home: str, key: str) -> int:
         spool_out = store.spool() / f"{unit_id}.OU"
         spool_err = store.spool() / f"{unit_id}.ER"
         join = job["join"]
-        out_final = _final_path(job["out_path"], index)
-        err_final = _final_path(job["err_path"], index)
+        finals = {spool_out: _final_path(job["out_path"], index), spool_err: _final_path(job["err_path"], index)}
+        if join == "oe":
+            finals.pop(spool_err)
+        elif join == "eo":
+            finals.pop(spool_out)
         walltime = _seconds(job["resources"].get("walltime"))
         argv = [job["shell"], job["script"]]
         cwd = job["jobdir"]
 
-    with open(spool_out, "wb") as out, open(spool_err, "wb") as err:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=err if join == "eo" else out,
-            stderr=subprocess.STDOUT if join in ("oe", "eo") else err, start_new_session=True,
-        )
-    with st.locked(home_path) as store:
-        _, unit = server.find(store, ref.number, ref.index)
-        if unit is not None:
-            unit["session_id"] = proc.pid
+    messages = spool_out if join == "oe" else spool_err  # where the MoM's own messages go
+    try:
+        with open(spool_out, "wb") as out, open(spool_err, "wb") as err:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=err if join == "eo" else out,
+                stderr=subprocess.STDOUT if join in ("oe", "eo") else err, start_new_session=True,
+            )
+    except OSError as exc:
+        with open(messages, "ab") as err:
+            err.write(f"=>> PBS: job could not start: {exc}\n".encode())
+        exit_status = server.EXIT_FAIL1
+    else:
+        with st.locked(home_path) as store:
+            _, unit = server.find(store, ref.number, ref.index)
+            if unit is not None:
+                unit["session_id"] = proc.pid
+        exit_status = _supervise(proc, home_path, ref, walltime, messages)
 
+    _stage_out(finals)
+    for spool in (spool_out, spool_err):
+        spool.unlink(missing_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    with st.locked(home_path) as store:
+        job, unit = server.find(store, ref.number, ref.index)
+        if unit is not None:
+            server.finish(store, job, unit, exit_status)
+        server.schedule(store)
+    return 0
+
+
+def _supervise(proc: subprocess.Popen, home: Path, ref: ids.JobRef, walltime: float | None,
+               messages: Path) -> int:
+    """Wait for the job; enforce its walltime and a qdel (SIGTERM, then SIGKILL after the kill delay)."""
     started = time.monotonic()
     killed_for_walltime = False
     term_sent_at = None
@@ -94,13 +120,13 @@ def main(home: str, key: str) -> int:
         elapsed = time.monotonic() - started
         if term_sent_at is None and walltime is not None and elapsed > walltime:
             killed_for_walltime = True
-            with open(spool_out if join == "oe" else spool_err, "ab") as err:
+            with open(messages, "ab") as err:
                 err.write(f"=>> PBS: job killed: walltime {int(elapsed)} exceeded limit {int(walltime)}\n"
                           .encode())
             _killpg(proc.pid, signal.SIGTERM)
             term_sent_at = time.monotonic()
         elif term_sent_at is None:
-            with st.locked(home_path, write=False) as store:
+            with st.locked(home, write=False) as store:
                 _, unit = server.find(store, ref.number, ref.index)
                 deleting = unit is not None and unit.get("deleting")
             if deleting:
@@ -108,29 +134,21 @@ def main(home: str, key: str) -> int:
                 term_sent_at = time.monotonic()
         elif time.monotonic() - term_sent_at > st.kill_delay():
             _killpg(proc.pid, signal.SIGKILL)
-    code = proc.returncode
     _killpg(proc.pid, signal.SIGKILL)  # the MoM reaps what the script left behind
+    if killed_for_walltime:
+        return server.EXIT_WALLTIME
+    code = proc.returncode
+    return 256 - code if code < 0 else code  # killed by signal N: 256 + N, as PBS reports it
 
-    # Stage out: PBS copies the spooled output to its destination when the job ends.
-    for spool, final in ((spool_out, out_final), (spool_err, err_final)):
-        if (spool == spool_err and join == "oe") or (spool == spool_out and join == "eo"):
-            spool.unlink(missing_ok=True)
-            continue
+
+def _stage_out(finals: dict[Path, Path]) -> None:
+    """PBS copies the spooled output to its destination when the job ends."""
+    for spool, final in finals.items():
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(spool, final)
         except OSError as exc:
             print(f"stage out of {spool} to {final} failed: {exc}", file=sys.stderr)
-        spool.unlink(missing_ok=True)
-    shutil.rmtree(scratch, ignore_errors=True)
-
-    exit_status = server.EXIT_WALLTIME if killed_for_walltime else (256 - code if code < 0 else code)
-    with st.locked(home_path) as store:
-        job, unit = server.find(store, ref.number, ref.index)
-        if unit is not None:
-            server.finish(store, job, unit, exit_status)
-        server.schedule(store)
-    return 0
 
 
 def _killpg(pgid: int, sig: int) -> None:

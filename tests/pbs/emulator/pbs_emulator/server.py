@@ -22,6 +22,8 @@ SUB_QUEUED, SUB_HELD_DEP, SUB_RUNNING, SUB_SUBJOB_RUNNING, SUB_ARRAY_BEGUN = 10,
 SUB_DELETED, SUB_FINISHED, SUB_FAILED = 91, 92, 93
 # PBS's JOB_EXEC_KILL_WALLTIME: the Exit_status of a job killed for exceeding its walltime.
 EXIT_WALLTIME = -29
+# JOB_EXEC_FAIL1: the job could not be started.
+EXIT_FAIL1 = -1
 
 
 def day_stamp(t: int) -> str:
