@@ -129,44 +129,48 @@ class Grader:
         return [v.correct for v in self.grade_many(pairs)]
 
     def grade_many(self, pairs: Iterable[tuple[str, str | None]]) -> list[Verdict]:
-        """One verdict per pair, in order. Distinct pairs not in the cache run in parallel."""
-        keys: list[tuple[str, str] | None] = []
-        verdicts: dict[tuple[str, str], Verdict] = {}
-        todo: list[tuple[str, str]] = []
+        """One verdict per pair, in order. Pairs not decided by the cache run in parallel; with the cache on,
+        a pair repeated within the batch runs once. With ``cache=False`` every pair goes to math-verify."""
+        out: list[Verdict | None] = []
+        todo: list[tuple[tuple[str, str], list[int]]] = []  # (cleaned pair, positions waiting for it)
+        pending: dict[tuple[str, str], int] = {}  # pair -> index in todo (cache on only)
         for gold, answer in pairs:
             self.stats.graded += 1
+            pos = len(out)
+            out.append(None)
             if answer is None:
-                keys.append(None)
+                out[pos] = Verdict(False, "no_answer")
                 continue
             key = (clean_answer(gold), clean_answer(answer))
-            keys.append(key)
-            if key in verdicts:
-                self.stats.cache_hits += self.cache is not None
-                continue
             if self.cache is not None and key in self.cache:
                 self.stats.cache_hits += 1
-                verdicts[key] = self.cache[key]
+                out[pos] = self.cache[key]
+            elif self.cache is not None and key in pending:
+                self.stats.cache_hits += 1
+                todo[pending[key]][1].append(pos)
             elif self.same_text and key[0] and key[0] == key[1]:
                 self.stats.same_text += 1
-                verdicts[key] = Verdict(True, "same_text")
+                out[pos] = Verdict(True, "same_text")
             elif not key[1]:
-                verdicts[key] = Verdict(False, "no_answer")
+                out[pos] = Verdict(False, "no_answer")
             else:
-                verdicts[key] = None  # type: ignore[assignment]  (placeholder: keeps first-seen order)
-                todo.append(key)
+                if self.cache is not None:
+                    pending[key] = len(todo)
+                todo.append((key, [pos]))
         if todo:
-            verdicts.update(self._run(todo))
-        if self.cache is not None:
-            for key, v in verdicts.items():
-                self.cache[key] = v
-        return [Verdict(False, "no_answer") if k is None else verdicts[k] for k in keys]
+            for (key, positions), verdict in zip(todo, self._run([k for k, _ in todo])):
+                for p in positions:
+                    out[p] = verdict
+                if self.cache is not None:
+                    self.cache[key] = verdict
+        return out  # type: ignore[return-value]
 
-    def _run(self, todo: list[tuple[str, str]]) -> dict[tuple[str, str], Verdict]:
+    def _run(self, todo: list[tuple[str, str]]) -> list[Verdict]:
         pool = self._ensure_pool()
         self.stats.verified += len(todo)
-        futures = [(key, pool.schedule(verify_pair, args=key, timeout=self.timeout_s)) for key in todo]
-        out: dict[tuple[str, str], Verdict] = {}
-        for key, fut in futures:
+        futures = [pool.schedule(verify_pair, args=key, timeout=self.timeout_s) for key in todo]
+        out: list[Verdict] = []
+        for key, fut in zip(todo, futures):
             try:
                 correct, status = fut.result()
                 verdict = Verdict(correct, status)  # type: ignore[arg-type]
@@ -176,10 +180,10 @@ class Grader:
             except Exception:  # a crash in SymPy or a killed worker: wrong, and counted
                 verdict = Verdict(False, "error")
                 self.stats.errors += 1
-            if verdict.status not in ("ok",):
+            if verdict.status != "ok":
                 self.stats.note(verdict.status, key)
             if verdict.status == "gold_unparsed":
                 # Last resort for golds math-verify cannot read: exact text (cleaning already happened).
                 verdict = Verdict(key[0] == key[1], "gold_unparsed")
-            out[key] = verdict
+            out.append(verdict)
         return out
