@@ -228,13 +228,43 @@ def alt_text_row(job: dict, unit: dict, index: str | None, display_id: str) -> s
                    str(job["resources"]["totals"].get("ncpus", 1)), blank, req_time, state, elapsed)
 
 
+def _prt_attr(name: str, resource: str | None, value: str) -> str:
+    """One attribute of ``qstat -f``, wrapped at commas near column 78 as qstat's prt_attr() does."""
+    out = [f"    {name}"]
+    start = len(name) + 7  # 4 spaces + " = "
+    if resource:
+        start += len(resource) + 1
+        out.append(f".{resource}")
+    out.append(" = ")
+    tokens = [t for t in value.split(",") if t]
+    first = True
+    for i, token in enumerate(tokens):
+        if len(token) + start < 78:
+            out.append(token)
+            start += len(token)
+        else:
+            if not first:
+                out.append("\n\t")
+                start = 9
+            for ch in token:
+                out.append(ch)
+                start += 1
+                if start > 78:
+                    start = 8
+                    out.append("\n\t")
+        if i + 1 < len(tokens):
+            first = False
+            out.append(",")
+    return "".join(out) + "\n"
+
+
 def full_text(display_id: str, attributes: dict) -> str:
-    lines = [f"Job Id: {display_id}"]
+    lines = [f"Job Id: {display_id}\n"]
     for key, value in attributes.items():
         if key == "Variable_List":
-            lines.append(f"    {key} = " + ",".join(f"{k}={v}" for k, v in value.items()))
+            lines.append(_prt_attr(key, None, ",".join(f"{k}={v}" for k, v in value.items())))
         elif isinstance(value, dict):
-            lines.extend(f"    {key}.{k} = {v}" for k, v in value.items())
+            lines.extend(_prt_attr(key, k, str(v)) for k, v in value.items())
         else:
-            lines.append(f"    {key} = {value}")
-    return "\n".join(lines) + "\n\n"
+            lines.append(_prt_attr(key, None, str(value)))
+    return "".join(lines) + "\n"
