@@ -103,7 +103,12 @@ class PBSOptions(BaseModel):
     @field_validator("variables", mode="before")
     @classmethod
     def _str_values(cls, v: Any) -> Any:
-        return {str(k): str(val) for k, val in v.items()} if isinstance(v, dict) else v
+        if not isinstance(v, dict):
+            return v
+        for key, val in v.items():
+            if "," in f"{key}{val}" or "=" in str(key):
+                raise ValueError(f"{key}={val!r}: PBS splits -v on commas; put such values in env instead")
+        return {str(k): str(val) for k, val in v.items()}
 
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
@@ -121,10 +126,7 @@ def depend_ids(refs: list[JobRef]) -> list[str]:
     """afterok ids: a subjob stands for its whole array (PBS takes dependencies on arrays, not subjobs)."""
     out: list[str] = []
     for ref in refs:
-        try:
-            job_id = pbs_state.query_id(ref.job_id)
-        except ValueError:  # a placeholder in --dry-run
-            job_id = ref.job_id
+        job_id = pbs_state.query_id(ref.job_id)  # placeholders of --dry-run stay as they are
         if job_id not in out:
             out.append(job_id)
     return out

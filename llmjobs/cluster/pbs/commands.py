@@ -2,7 +2,8 @@
 
 A failed qstat is never a job failure: after its retries it yields "no information this time", and the
 jobs keep their last known state. qsub is retried only on errors that say the request did not reach the
-server (connection refused, timeout, server busy), so a retry cannot queue a job twice.
+server (connection refused, cannot connect, server busy); not on a timeout or a dropped connection, after
+which the job may already be queued and a retry could queue it twice.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ log = logging.getLogger("llmjobs.pbs")
 QSTAT_OK_CODES = frozenset({0, 153, 35})
 
 TRANSIENT_QSUB = re.compile(
-    r"cannot connect|connection refused|could not connect|timed? ?out|server busy|try again|temporar"
-    r"|end of file|pbs_iff|communication failure|no route to host|resource temporarily unavailable",
+    r"cannot connect|connection refused|could not connect|no route to host|server busy|try again"
+    r"|resource temporarily unavailable",
     re.IGNORECASE,
 )
 
@@ -139,7 +140,7 @@ class QstatResult:
 
 def _qstat_once(ids: Sequence[str], retry: Retry) -> tuple[int, str, str] | None:
     argv = ["qstat", "-x", "-f", "-F", "json"]
-    if any(pbs_state.array_parent(i) is not None or "[]" in i for i in ids):
+    if any("[" in i for i in ids):
         argv.append("-t")
     argv += list(ids)
     delays = iter(retry.delays())

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from submitit.core import core, utils
 
-from llmjobs.cluster.backends.base import JobState
 from llmjobs.cluster.pbs import commands, script, tracking
 from llmjobs.cluster.pbs import state as pbs_state
 
@@ -36,12 +35,6 @@ class PBSInfoWatcher(core.InfoWatcher):
 
     def register_folder(self, job_id: str, folder: str | Path) -> None:
         self._folders[job_id] = str(folder)
-
-    def _make_command(self) -> list[str] | None:
-        ids = sorted({pbs_state.query_id(j) for j in self._registered - self._finished})
-        if not ids:
-            return None
-        return ["qstat", "-x", "-f", "-F", "json", "-t", *ids]
 
     def update(self) -> None:
         pending = sorted(self._registered - self._finished)
@@ -104,12 +97,6 @@ class PBSJob(core.Job[core.R]):
         except Exception:
             if check:
                 raise
-
-    @property
-    def status(self) -> JobState:
-        """The llmjobs state (queued/running/succeeded/failed/cancelled/lost) as last polled."""
-        state = self.state.lower()
-        return JobState(state) if state in JobState._value2member_map_ else JobState.QUEUED
 
 
 @functools.lru_cache

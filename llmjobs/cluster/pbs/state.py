@@ -91,8 +91,14 @@ def subjob_id(array_id: str, index: int) -> str:
 
 
 def query_id(job_id: str) -> str:
-    """What to pass to qstat for a job: a subjob is asked through its array (with ``-t``)."""
-    return array_parent(job_id) or job_id
+    """What to pass to qstat for a job: a subjob is asked through its array (with ``-t``).
+
+    Text that is no PBS id (a placeholder) is returned as it is.
+    """
+    try:
+        return array_parent(job_id) or job_id
+    except ValueError:
+        return job_id
 
 
 # --- tolerant JSON ----------------------------------------------------------------------------------------
