@@ -450,3 +450,15 @@ def test_job_that_cannot_start_fails_with_a_pbs_code(pbs):
     job = pbs.wait(job_id, state("F"))
     assert (job["substate"], job["Exit_status"]) == (93, -1)  # JOB_EXEC_FAIL1
     assert "could not start" in (pbs.workdir / "nostart.e1").read_text()
+
+
+def test_full_text_format_wraps_long_values(pbs):
+    job_id = pbs.qsub("-v", "LONG=" + "x" * 150, pbs.script("ok.sh", "true\n"))
+    pbs.wait(job_id, state("F"))
+    text = pbs.run("qstat", "-x", "-f", job_id).stdout
+    lines = text.split("\n")
+    assert lines[0] == f"Job Id: {job_id}" and text.endswith("\n\n")
+    assert all(len(line.expandtabs(8)) <= 80 for line in lines)
+    variables = text.split("    Variable_List = ", 1)[1].split("\n    ", 1)[0].replace("\n\t", "")
+    assert f"PBS_O_WORKDIR={pbs.workdir}" in variables.split(",") and "LONG=" + "x" * 150 in variables
+    assert "    Exit_status = 0\n" in text and "    Resource_List.select = 1:ncpus=1\n" in text
