@@ -14,7 +14,7 @@ from .conftest import shared_data
 pytest.importorskip("math_verify")
 pytest.importorskip("pebble")
 
-from llmjobs.jobs.eval.grading import Grader  # noqa: E402
+from llmjobs.jobs.eval.grading import Grader
 
 # MATH-500 problems whose gold solution does not grade correct against the gold answer, with the reason.
 # (None today: every solution's last \boxed{} grades equal to the answer.)

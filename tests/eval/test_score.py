@@ -14,8 +14,8 @@ from .conftest import shared_data
 pytest.importorskip("math_verify")
 pytest.importorskip("matplotlib")
 
-from llmjobs.jobs.eval.cli import app  # noqa: E402
-from llmjobs.jobs.eval.score import grade_file, grade_samples  # noqa: E402
+from llmjobs.jobs.eval.cli import app
+from llmjobs.jobs.eval.score import grade_file, grade_samples
 
 
 def _samples():

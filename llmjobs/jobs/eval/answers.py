@@ -82,7 +82,7 @@ def extract_answer(text: str, *, grade_unclosed: bool = False, expect_think: boo
     """``expect_think``: the prompt already opened ``<think>`` (some chat templates do), so an output without
     ``</think>`` is unclosed even if it never writes ``<think>`` itself."""
     text = unicodedata.normalize("NFKC", text or "")
-    head, sep, tail = text.rpartition("</think>")
+    _, sep, tail = text.rpartition("</think>")
     if sep:
         answer, source = _final_answer(tail)
         return Extraction(answer, True, source)

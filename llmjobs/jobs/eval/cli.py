@@ -6,7 +6,7 @@ Kept light: math-verify, matplotlib and the grading modules are imported inside 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -15,20 +15,19 @@ app = typer.Typer(help="Grade samples and show evaluation reports.", no_args_is_
 
 @app.command("grade")
 def grade(
-    samples: Path = typer.Argument(..., help="samples JSONL: one line per sample; lines with one id are one problem"),
-    id_field: str = typer.Option("id", "--id-field", help="field holding the problem id"),
-    gold_field: str = typer.Option("answer", "--gold-field", help="field holding the gold answer"),
-    output_field: str = typer.Option("output", "--output-field", help="field holding the model output"),
-    category_field: Optional[str] = typer.Option(None, "--category-field", help="field holding the category"),
-    tokens_field: str = typer.Option("tokens", "--tokens-field", help="field holding the output token count"),
-    out: Optional[Path] = typer.Option(None, "--out", help="report directory (default: SAMPLES.graded/ beside it)"),
-    data: Optional[Path] = typer.Option(None, "--data", help="take golds and categories from this data file"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="data preset for --data: mgsm_ja, math500, gsm8k"),
-    unclosed: str = typer.Option(
-        "count_wrong", "--unclosed", help="outputs whose <think> never closes: count_wrong or grade_reasoning"
-    ),
-    workers: Optional[int] = typer.Option(None, "--workers", help="grading processes (default: CPU count)"),
-    timeout: float = typer.Option(5.0, "--timeout", help="seconds math-verify may spend on one answer"),
+    samples: Annotated[Path, typer.Argument(help="samples JSONL: one line per sample; lines with one id are one problem")],
+    id_field: Annotated[str, typer.Option("--id-field", help="field holding the problem id")] = "id",
+    gold_field: Annotated[str, typer.Option("--gold-field", help="field holding the gold answer")] = "answer",
+    output_field: Annotated[str, typer.Option("--output-field", help="field holding the model output")] = "output",
+    category_field: Annotated[str | None, typer.Option("--category-field", help="field holding the category")] = None,
+    tokens_field: Annotated[str, typer.Option("--tokens-field", help="field holding the output token count")] = "tokens",
+    out: Annotated[Path | None, typer.Option("--out", help="report directory (default: SAMPLES.graded/ beside it)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="take golds and categories from this data file")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="preset for --data: mgsm_ja, math500, gsm8k")] = None,
+    unclosed: Annotated[str, typer.Option(
+        "--unclosed", help="outputs whose <think> never closes: count_wrong or grade_reasoning")] = "count_wrong",
+    workers: Annotated[int | None, typer.Option("--workers", help="grading processes (default: CPU count)")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds math-verify may spend on one answer")] = 5.0,
 ) -> None:
     """Grade, vote and report samples that already exist (from llmjobs or any other tool)."""
     from llmjobs.jobs.eval.score import grade_file
@@ -43,7 +42,7 @@ def grade(
 
 
 @app.command("report")
-def report(results: Path = typer.Argument(..., help="results.json (or the directory holding it)")) -> None:
+def report(results: Annotated[Path, typer.Argument(help="results.json (or the directory holding it)")]) -> None:
     """Print the summary table of an evaluation."""
     from llmjobs.jobs.eval.report import load_results
 

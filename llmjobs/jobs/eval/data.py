@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -148,6 +149,20 @@ def _read_datasets(path: Path) -> Iterable[dict[str, Any]]:
     yield from ds
 
 
+def _field(row: dict[str, Any], where: str, name: str | None, role: str, *, required: bool = True) -> Any:
+    if name is None:
+        return None
+    if name not in row:
+        raise UserError(
+            f"{where}: no field '{name}' (the {role} field); fields present: {', '.join(map(str, row))}. "
+            f"Set the field mapping (e.g. fields.{role}) or a preset ({', '.join(sorted(PRESETS))})."
+        )
+    value = row[name]
+    if value is None and required:
+        raise UserError(f"{where}: field '{name}' (the {role} field) is empty")
+    return value
+
+
 def load_problems(
     path: str | Path,
     fields: FieldMap | None = None,
@@ -176,21 +191,8 @@ def load_problems(
             break
         where = f"{path} row {index}"
 
-        def get(name: str | None, role: str, *, required: bool = True) -> Any:
-            if name is None:
-                return None
-            if name not in row:
-                raise UserError(
-                    f"{where}: no field '{name}' (the {role} field); fields present: {', '.join(map(str, row))}. "
-                    f"Set the field mapping (e.g. fields.{role}) or a preset ({', '.join(sorted(PRESETS))})."
-                )
-            value = row[name]
-            if value is None and required:
-                raise UserError(f"{where}: field '{name}' (the {role} field) is empty")
-            return value
-
         if fmap.id is not None:
-            pid = str(get(fmap.id, "id"))
+            pid = str(_field(row, where, fmap.id, "id"))
         elif "id" in row and row["id"] is not None:
             pid = str(row["id"])
         else:
@@ -199,15 +201,15 @@ def load_problems(
             raise UserError(f"{where}: duplicate id '{pid}'; ids must be unique (set fields.id)")
         seen.add(pid)
 
-        text = get(fmap.problem, "problem")
-        answer = get(fmap.answer, "answer")
+        text = _field(row, where, fmap.problem, "problem")
+        answer = _field(row, where, fmap.answer, "answer")
         answer = "" if answer is None else str(answer)
         if gold is not None:
             try:
                 answer = gold(answer)
             except ValueError as e:
                 raise UserError(f"{where}: answer field '{fmap.answer}': {e}") from None
-        category = get(fmap.category, "category", required=False)
+        category = _field(row, where, fmap.category, "category", required=False)
         used = {fmap.id, fmap.problem, fmap.answer, fmap.category}
         extra = {k: v for k, v in row.items() if k not in used}
         problems.append(

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Self
 
 from llmjobs.jobs.eval.answers import clean_answer
 
@@ -50,10 +51,20 @@ def verify_pair(gold: str, answer: str) -> tuple[bool, str]:
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    # forkserver: workers fork from a clean process that has math-verify (and SymPy) loaded, so replacing a
-    # killed worker is quick, and we never fork the parent's threads (the pool's own, a Ray actor's).
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["math_verify", "llmjobs.jobs.eval.grading"])
+    """forkserver: workers fork from a clean process that has math-verify (and SymPy) loaded, so replacing a
+    killed worker is quick, and the parent's threads (the pool's own, a Ray driver's) are never forked. Like
+    any spawn-style start it re-imports the main script in each worker, so scripts need the
+    ``if __name__ == "__main__":`` guard. A main script that cannot be re-imported (read from stdin) gets
+    plain fork instead. ``LLMJOBS_GRADING_START`` (fork, forkserver, spawn) overrides the choice."""
+    import sys
+
+    method = os.environ.get("LLMJOBS_GRADING_START")
+    if method is None:
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        method = "fork" if main_file is not None and not os.path.exists(main_file) else "forkserver"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["math_verify", "llmjobs.jobs.eval.grading"])
     return ctx
 
 
@@ -112,7 +123,7 @@ class Grader:
             self._pool.join()
             self._pool = None
 
-    def __enter__(self) -> "Grader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -177,7 +188,7 @@ class Grader:
             except FutureTimeout:
                 verdict = Verdict(False, "timeout")
                 self.stats.timeouts += 1
-            except Exception:  # a crash in SymPy or a killed worker: wrong, and counted
+            except Exception:  # noqa: BLE001  a crash in SymPy or a killed worker: wrong, and counted
                 verdict = Verdict(False, "error")
                 self.stats.errors += 1
             if verdict.status != "ok":

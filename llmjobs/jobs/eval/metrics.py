@@ -12,8 +12,8 @@ A sample without an answer counts as wrong everywhere and never votes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import comb
-from typing import Sequence
 
 from llmjobs.jobs.eval.voting import Vote, VoteClass, vote
 

@@ -12,8 +12,8 @@ first member came first (lowest sample index), and is recorded.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from llmjobs.jobs.eval.answers import clean_answer
 
