@@ -148,6 +148,7 @@ class PBSBackend(Backend):
         self.where = where
         self._planned_jobs = 0
         self._unfinished: int | None = None
+        self._unfinished_known = False  # counted once per backend (one submit), even when it failed
 
     # -- matching ------------------------------------------------------------------------------------
 
@@ -271,13 +272,12 @@ class PBSBackend(Backend):
 
     def _unfinished_jobs(self) -> int | None:
         """The user's queued/running jobs (an array counts once); None if qstat cannot tell."""
-        if self._unfinished is not None:
-            return self._unfinished
-        try:
-            self._unfinished = commands.count_unfinished(getpass.getuser())
-        except Exception as e:  # noqa: BLE001 - a check that cannot run must not block the submission
-            log.warning("could not count unfinished PBS jobs (%s); limit not checked", e)
-            return None
+        if not self._unfinished_known:
+            self._unfinished_known = True
+            try:
+                self._unfinished = commands.count_unfinished(getpass.getuser())
+            except Exception as e:  # noqa: BLE001 - a check that cannot run must not block the submission
+                log.warning("could not count unfinished PBS jobs (%s); limit not checked", e)
         return self._unfinished
 
     def submit(self, job: StepJob) -> list[SubmittedJob]:
@@ -296,7 +296,7 @@ class PBSBackend(Backend):
         try:
             jobs = executor.map_array(run_shard, job.tasks)
         except FailedSubmissionError as e:
-            raise SchedulerError(f"qsub refused step {job.step!r}: {e}") from None
+            raise SchedulerError(f"step {job.step!r} was not queued: {e}") from None
         return [SubmittedJob(job_id=j.job_id, folder=str(job.folder), stdout=str(j.paths.stdout),
                              stderr=str(j.paths.stderr)) for j in jobs]
 

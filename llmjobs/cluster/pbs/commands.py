@@ -35,8 +35,8 @@ TRANSIENT_QSUB = re.compile(
 
 class PBSCommandError(RuntimeError):
     def __init__(self, argv: Sequence[str], code: int, stdout: str, stderr: str) -> None:
-        msg = (stderr or stdout).strip() or f"exit code {code}"
-        super().__init__(f"{' '.join(argv[:2])}...: {msg}")
+        msg = " ".join((stderr or stdout).split()) or f"exit code {code}"
+        super().__init__(msg if msg.startswith(f"{argv[0]}:") else f"{argv[0]}: {msg}")
         self.argv, self.code, self.stdout, self.stderr = list(argv), code, stdout, stderr
 
 
@@ -66,8 +66,16 @@ def env_retry() -> Retry:
     return r
 
 
+class PBSNotFound(PBSCommandError):
+    """The PBS commands are not on PATH: this machine is no PBS login node. Never retried."""
+
+
 def _run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise PBSNotFound(argv, 127, "", f"{argv[0]} is not on PATH: run this on a login node of the "
+                                         "PBS cluster") from None
 
 
 # --- qsub ---------------------------------------------------------------------------------------------------
@@ -150,6 +158,9 @@ def _qstat_once(ids: Sequence[str], retry: Retry) -> tuple[int, str, str] | None
             if proc.returncode in QSTAT_OK_CODES:
                 return proc.returncode, proc.stdout, proc.stderr
             why = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+        except PBSNotFound as e:
+            log.warning("%s; states not updated", e)
+            return None
         except (subprocess.TimeoutExpired, OSError) as e:
             why = str(e)
         delay = next(delays, None)
@@ -221,6 +232,8 @@ def _qstat_all(retry: Retry) -> dict[str, dict[str, Any]]:
             if proc.returncode in QSTAT_OK_CODES:
                 return pbs_state.jobs_from_qstat(proc.stdout)
             err: Exception = PBSCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        except PBSNotFound:
+            raise
         except (subprocess.TimeoutExpired, OSError) as e:
             err = e
         delay = next(delays, None)
