@@ -9,8 +9,9 @@ when this package is imported, so the core stays light.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -73,4 +74,4 @@ def per_prompt_seeds(seed: int | Sequence[int] | None, count: int) -> list[int |
     return seeds
 
 
-__all__ = ["Generation", "Engine", "ENGINES", "installed", "resolve", "make_engine", "per_prompt_seeds"]
+__all__ = ["ENGINES", "Engine", "Generation", "installed", "make_engine", "per_prompt_seeds", "resolve"]

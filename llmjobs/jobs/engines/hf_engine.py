@@ -7,7 +7,7 @@ applied with peft when peft is installed.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from llmjobs.jobs.engines import Generation, per_prompt_seeds
 
@@ -30,6 +30,8 @@ class HFEngine:
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if dtype == "auto" and self.device == "cpu":
+            dtype = "float32"  # bf16 matmuls on CPUs without AMX are several times slower than fp32
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device)
         if adapter:
@@ -60,8 +62,8 @@ class HFEngine:
             enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
             sampling = temperature > 0
             # greedy decoding gives one answer: decode it once and repeat it n times
-            kwargs = dict(max_new_tokens=max_tokens, do_sample=sampling, num_return_sequences=n if sampling else 1,
-                          pad_token_id=self.tokenizer.pad_token_id)
+            kwargs = {"max_new_tokens": max_tokens, "do_sample": sampling,
+                      "num_return_sequences": n if sampling else 1, "pad_token_id": self.tokenizer.pad_token_id}
             if sampling:
                 kwargs.update(temperature=temperature, top_p=top_p)
             else:

@@ -22,9 +22,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 log = logging.getLogger("llmjobs.eval.generate")
 
@@ -112,7 +113,7 @@ class SampleWriter:
         self.host = socket.gethostname()
         # unique per engine and start: no two processes ever append to one file
         self.path = gen_dir / f"{actor}.{self.host}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the engine's life
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         for rec in records:
@@ -200,7 +201,7 @@ def run_chunk(engine, writer: SampleWriter, chunk: list[WorkItem], sampling: Sam
 def _merge(stats: list[dict[str, Any]], wall: float, skipped: int) -> dict[str, Any]:
     per_actor: dict[str, dict[str, Any]] = {}
     for s in stats:
-        a = per_actor.setdefault(s["actor"], {"host": s["host"], "chunks": 0, "engine_calls": 0,
+        a = per_actor.setdefault(s["actor"], {"host": s["host"], "node": s.get("node"), "chunks": 0, "engine_calls": 0,
                                               "samples": 0, "tokens": 0, "seconds": 0.0})
         a["chunks"] += 1
         for k in ("engine_calls", "samples", "tokens", "seconds"):
@@ -244,7 +245,10 @@ class EngineActor:
         self.writer = SampleWriter(Path(gen_dir), name)
 
     def run(self, chunk: list[WorkItem], sampling: Sampling) -> dict[str, Any]:
-        return run_chunk(self.engine, self.writer, chunk, sampling)
+        import ray
+
+        return {**run_chunk(self.engine, self.writer, chunk, sampling),
+                "node": ray.get_runtime_context().get_node_id()}
 
     def close(self) -> None:
         self.writer.close()
@@ -287,8 +291,8 @@ def generate_ray(work: list[WorkItem], spec: EngineSpec, sampling: Sampling, gen
         for actor in actors:
             try:
                 ray.get(actor.close.remote(), timeout=60)
-            except Exception:  # a dead actor: its file is already flushed
-                pass
+            except Exception as exc:  # a dead actor: its file is already flushed  # noqa: BLE001
+                log.warning("engine actor did not close cleanly: %s", exc)
             ray.kill(actor)
 
 

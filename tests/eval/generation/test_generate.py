@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from llmjobs.jobs.eval.generate import (GEN_DIR, EngineSpec, Sampling, WorkItem, collect, generate, plan,
-                                        read_records)
+from llmjobs.jobs.eval.generate import (
+    GEN_DIR,
+    EngineSpec,
+    Sampling,
+    WorkItem,
+    collect,
+    generate,
+    plan,
+    read_records,
+)
 
 
 def _pairs(gen_dir: Path) -> list[tuple[str, int]]:
@@ -86,7 +94,7 @@ _CHILD = """
 import json, sys
 from llmjobs.jobs.eval.generate import EngineSpec, Sampling, generate
 items = [tuple(x) for x in json.load(open(sys.argv[1]))]
-generate(items, sys.argv[2], Sampling(samples=3, temperature=1.0, top_p=0.95, max_tokens=48, seed=3),
+generate(items, sys.argv[2], Sampling(samples=3, temperature=1.0, top_p=0.95, max_tokens=24, seed=3),
          EngineSpec(engine="hf", model=sys.argv[3]), chunk=1)
 """
 
@@ -114,7 +122,7 @@ def test_kill_midway_then_resume(tiny_llama, hf_engine, mgsm_prompts, tmp_path):
     assert 2 <= len(finished) < len(items)
 
     engine = Counting(hf_engine)
-    stats = generate(items, tmp_path, Sampling(samples=3, temperature=1.0, top_p=0.95, max_tokens=48, seed=3),
+    stats = generate(items, tmp_path, Sampling(samples=3, temperature=1.0, top_p=0.95, max_tokens=24, seed=3),
                      EngineSpec(engine="hf"), engine=engine)
     prompt_of = dict(items)
     # finished problems were not given to the engine again, every other one was, once

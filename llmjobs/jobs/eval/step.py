@@ -1,0 +1,161 @@
+"""The step kind ``eval.self_consistency``: N samples per problem, then grading, voting, metrics and report.
+
+Generation resumes: a re-run (``llmjobs resume``, a requeue after a timeout) generates only the
+(problem, sample) pairs not yet on disk, then grades everything. On a multi-node step every rank runs this
+function: rank 0 starts the Ray head and drives, the other ranks join as Ray workers and wait.
+
+This module imports only pydantic at load time: the parameter model is checked at submit, on the login node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmjobs.jobs.context import StepContext
+from llmjobs.jobs.eval.data import FieldMap
+
+log = logging.getLogger("llmjobs.eval")
+
+
+class EvalParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="model directory (or hub name already in the local cache)")
+    adapter: str | None = Field(None, description="LoRA adapter directory")
+    data: str = Field(..., description="JSONL, JSON, TSV or a datasets directory")
+    preset: str | None = Field(None, description="data preset: mgsm_ja, math500, gsm8k")
+    fields: FieldMap | None = Field(None, description="field mapping, overrides the preset's")
+    limit: int | None = Field(None, ge=1, description="only the first LIMIT problems")
+    template: str = Field("think_boxed", description="think_boxed, ja_instruction, or a string with {problem}")
+    system: str | None = None
+    samples: int = Field(16, ge=1, description="samples per problem (N)")
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(4096, ge=1, description="generated tokens per sample; always passed to the engine")
+    seed: int = 0
+    engine: Literal["vllm", "hf", "auto"] = "auto"
+    tensor_parallel: int = Field(1, ge=1, description="GPUs per engine")
+    max_model_len: int | None = Field(None, ge=1)
+    engine_options: dict[str, Any] = Field(default_factory=dict,
+                                           description="extra engine arguments, e.g. llm_options for vllm.LLM")
+    pool: Literal["auto", "local", "ray"] = Field(
+        "auto", description="auto: Ray when the step has several nodes or several engines fit on the node")
+    cpu_actors: int | None = Field(None, ge=1, description="engines per CPU-only Ray cluster (default: one per core)")
+    ray_node_cpus: int | None = Field(None, ge=1, description="CPUs each Ray node offers (default: all it has)")
+    chunk: int | None = Field(None, ge=1, description="problems handed to an engine at a time")
+    unclosed: Literal["count_wrong", "grade_reasoning"] = "count_wrong"
+    expect_think: bool | None = Field(None, description="outputs must close </think> (default: think templates)")
+    grade_workers: int | None = Field(None, ge=1)
+    grade_timeout: float = Field(5.0, gt=0)
+
+
+def _gpus_here() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+def _pool(p: EvalParams, ctx: StepContext) -> str:
+    if p.pool != "auto":
+        return p.pool
+    if ctx.world_size > 1:
+        return "ray"
+    return "ray" if _gpus_here() // p.tensor_parallel > 1 else "local"
+
+
+def _spec(p: EvalParams):
+    from llmjobs.jobs.eval.generate import EngineSpec
+
+    options = dict(p.engine_options)
+    if p.max_model_len:
+        options.setdefault("max_model_len", p.max_model_len)
+    options.setdefault("seed", p.seed)
+    return EngineSpec(engine=p.engine, model=p.model, adapter=p.adapter, tensor_parallel=p.tensor_parallel,
+                      options=options)
+
+
+def _prompts(p: EvalParams):
+    from llmjobs.jobs.eval.data import load_problems
+    from llmjobs.jobs.eval.prompts import render_prompt
+
+    problems = load_problems(p.data, fields=p.fields, preset=p.preset, limit=p.limit)
+    tokenizer = None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(p.model)
+    except ImportError:
+        log.warning("transformers is not installed: prompts are not wrapped in the model's chat template")
+    items = [(pr.id, render_prompt(pr, p.template, tokenizer, p.system)) for pr in problems]
+    return problems, items
+
+
+def _generation_seconds(out: Path, stats: dict[str, Any]) -> float:
+    """Wall time of generation over every run of this step (a resumed step adds up its runs)."""
+    path = out / "generation-runs.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(stats) + "\n")
+    total = 0.0
+    for line in path.read_text().splitlines():
+        try:
+            total += float(json.loads(line)["seconds"])
+        except (ValueError, KeyError):
+            continue
+    return total
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    p = EvalParams.model_validate(ctx.params)
+    out = Path(ctx.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = _pool(p, ctx)
+    ray_dir = out / ".ray"
+
+    if pool == "ray" and not ctx.is_head:
+        from llmjobs.jobs.eval.raycluster import RayCluster
+
+        with RayCluster(ray_dir, ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus) as cluster:
+            cluster.wait()
+        return {"role": "ray worker", "rank": ctx.rank}
+    if not ctx.is_head:
+        log.warning("pool=local on a %d-node step: only rank 0 generates; rank %d idles", ctx.world_size, ctx.rank)
+        return {"role": "idle", "rank": ctx.rank}
+
+    from llmjobs.jobs.eval.generate import GEN_DIR, Sampling, collect, generate
+
+    problems, items = _prompts(p)
+    sampling = Sampling(samples=p.samples, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+                        seed=p.seed)
+    started = time.time()
+    if pool == "ray":
+        from llmjobs.jobs.eval.raycluster import RayCluster
+
+        with RayCluster(ray_dir, ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus):
+            stats = generate(items, out, sampling, _spec(p), pool="ray", chunk=p.chunk, cpu_actors=p.cpu_actors)
+    else:
+        stats = generate(items, out, sampling, _spec(p), pool="local", chunk=p.chunk)
+    stats.update(pool=pool, nodes=ctx.world_size, started=started)
+    seconds = _generation_seconds(out, stats)
+
+    from llmjobs.jobs.eval.score import grade_samples
+
+    records = collect(out / GEN_DIR, [i for i, _ in items], p.samples)
+    expect_think = p.expect_think if p.expect_think is not None else p.template == "think_boxed"
+    meta = {"model": p.model, "adapter": p.adapter, "data": p.data, "template": p.template,
+            "engine": p.engine, "pool": pool, "nodes": ctx.world_size, "sampling": stats["sampling"],
+            "generation": {k: stats[k] for k in ("generated_samples", "generated_tokens", "already_on_disk",
+                                                 "engine_calls", "actors")}}
+    results = grade_samples(records, {pr.id: pr for pr in problems}, out, unclosed=p.unclosed,
+                            expect_think=expect_think, workers=p.grade_workers, timeout_s=p.grade_timeout,
+                            generation_seconds=seconds, meta=meta)
+    keys = ("problems", "samples_per_problem", "majority_accuracy", "mean_at_1", "reasoning_failure_rate")
+    return {k: results.get(k) for k in keys} | {"generated_samples": stats["generated_samples"]}
