@@ -93,6 +93,7 @@ def test_golds_from_a_data_file_with_a_preset(tmp_path):
                   {"id": p.id, "sample": 0, "output": "最終的な回答：0"}]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), "utf-8")
     res = grade_file(path, data=data, preset="mgsm_ja", workers=1)
+    assert res["problems"] == 3 and res["problems_without_samples"] == 247
     assert (path.parent / "s.graded" / "results.json").exists()
     # samples sorted by their index: sample 0 is wrong, so maj@1 is 0 and maj@2 a tie the wrong one wins
     assert res["maj_at_k"] == {"1": 0.0, "2": 0.0} and res["mean_at_1"] == 0.5 and res["ties"] == 3

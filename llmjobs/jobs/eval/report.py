@@ -28,7 +28,8 @@ def summary_rows(results: dict) -> list[tuple[str, str]]:
     """The summary table (label, value), shared by report.md and ``llmjobs report``."""
     n = results["samples_per_problem"]
     rows = [
-        ("problems", str(results["problems"])),
+        ("problems", str(results["problems"]) + (f" ({results['problems_without_samples']} more without samples)"
+                                                 if results.get("problems_without_samples") else "")),
         ("samples per problem", str(n) if n == results.get("samples_per_problem_min", n)
          else f"{results['samples_per_problem_min']}–{n}"),
         (f"maj@{n} (majority accuracy)", _pct(results["majority_accuracy"])),

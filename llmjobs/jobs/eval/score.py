@@ -135,6 +135,8 @@ def grade_samples(
     total_tokens = sum(token_counts)
     results: dict[str, Any] = {
         "problems": len(ids),
+        # problems of the data that have no sample at all (an unfinished generation); not in any metric
+        "problems_without_samples": 0 if problems is None else sum(1 for pid in problems if pid not in groups),
         "samples_per_problem": max(sizes),
         "samples_per_problem_min": min(sizes),
         "samples": sum(sizes),
