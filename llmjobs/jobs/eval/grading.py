@@ -102,7 +102,7 @@ class Grader:
         self, workers: int | None = None, timeout_s: float = 5.0, cache: bool = True, same_text: bool = True
     ):
         """``same_text=False`` sends even identical strings to math-verify (tests of the parser use it)."""
-        self.workers = workers or max(1, min(os.cpu_count() or 1, 16))
+        self.workers = workers or max(1, min(len(os.sched_getaffinity(0)), 16))  # the CPUs this job may use
         self.same_text = same_text
         self.timeout_s = timeout_s
         self.cache: dict[tuple[str, str], Verdict] | None = {} if cache else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,13 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _jsonl(rows: Sequence[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    # Streamed: with long reasoning outputs the file can be gigabytes.
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def _pct(x: float | None) -> str:
@@ -152,8 +157,8 @@ def write_report(
         "problems": out_dir / "problems.jsonl",
         "report": out_dir / "report.md",
     }
-    _atomic_write(paths["samples"], _jsonl(sample_rows))
-    _atomic_write(paths["problems"], _jsonl(problem_rows))
+    _write_jsonl(paths["samples"], sample_rows)
+    _write_jsonl(paths["problems"], problem_rows)
     _atomic_write(paths["report"], render_markdown(results))
     if plot:
         paths["plot"] = out_dir / "plot.png"
