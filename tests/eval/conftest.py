@@ -16,6 +16,8 @@ def shared_data(name: str) -> Path:
     root = Path(os.environ.get("LLMJOBS_TEST_DATA", DATA))
     path = root / name
     if not path.exists():
+        if os.environ.get("CI") == "true":  # in CI missing data is a failure, not a skip
+            pytest.fail(f"{path} not found (set LLMJOBS_TEST_DATA)")
         pytest.skip(f"{path} not found (set LLMJOBS_TEST_DATA to the folder holding the shared data files)")
     return path
 
