@@ -26,6 +26,7 @@ from llmjobs.jobs.eval.answers import Extraction, clean_answer, extract_answer, 
         ("答えは 18 ドルです。", Extraction("18 ドルです。", True, "line")),
         ("Therefore, the Final Answer is: 12.\n", Extraction("12.", True, "line")),
         ("最終的な回答：1\n...\n最終的な回答：2", Extraction("2", True, "line")),
+        ("Final Answer: The final answer is $\\frac{5}{2}$. I hope it is correct.", Extraction("\\frac{5}{2}", True, "line")),
         # boxed wins over a line
         ("最終的な回答：1\n\\boxed{2}", Extraction("2", True, "boxed")),
         ("no answer at all", Extraction(None, True, None)),

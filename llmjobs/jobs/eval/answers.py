@@ -25,6 +25,7 @@ class Extraction:
 
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MATH_SPAN = re.compile(r"\$\$?([^$]+)\$\$?")
 _BOX_BARE = re.compile(r"\\boxed\s+([^\s$]+)")  # "\boxed 5"
 # After NFKC the full-width colon "：" is ":".
 _LINE = re.compile(
@@ -64,7 +65,9 @@ def answer_line(text: str) -> str | None:
     for line in rest.split("\n"):
         line = line.strip().strip("*").strip()
         if line:
-            return line
+            # "The final answer is $5$. I hope it is correct.": the math, not the sentence around it
+            math = _MATH_SPAN.search(line)
+            return math.group(1).strip() if math else line
     return None
 
 
