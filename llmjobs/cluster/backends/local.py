@@ -63,10 +63,11 @@ class _GatedExecutor(LocalExecutor):
         )
         gate_file = Path(self.folder) / f"gate-{uuid.uuid4().hex[:12]}.json"
         gate_file.write_text(json.dumps(self.gate or {}))
-        with open(os.devnull, "rb") as devnull:
+        # the job must hold none of the submitter's pipes, or `$(llmjobs submit ...)` would wait for it
+        with open(os.devnull, "rb") as devnull, open(gate_file.with_suffix(".log"), "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "llmjobs.cluster.backends.local", str(self.folder), str(gate_file)],
-                env=env, stdin=devnull, start_new_session=True,
+                env=env, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
 
@@ -109,6 +110,7 @@ class LocalBackend(Backend):
         out = []
         for task in job.tasks:
             executor.gate = {"deps": deps, "slots": self.max_parallel, "slots_dir": str(self.slots_dir),
+                             "seq": time.time_ns(),  # submission order: the slot queue is first come, first served
                              "walltime_s": job.resources.walltime_seconds, "env": job.env}
             sub = executor.submit(run_shard, task)
             out.append(SubmittedJob(job_id=sub.job_id, folder=str(job.folder),
@@ -235,19 +237,44 @@ def _read_gate_info(folder: Path, jid: str) -> dict:
 # ---- the gate, run as `python -m llmjobs.cluster.backends.local FOLDER GATE_FILE` ------------------------
 
 
-def _take_slot(slots_dir: Path, slots: int):  # noqa: ANN202
+def _take_slot(slots_dir: Path, slots: int, seq: int, folder: Path):  # noqa: ANN202
+    """Wait in a first-come-first-served queue, then hold one of ``slots`` flock'ed files until exit."""
     import fcntl
 
-    slots_dir.mkdir(parents=True, exist_ok=True)
-    while True:
-        for k in range(slots):
-            f = open(slots_dir / f"slot-{k}.lock", "a")  # noqa: SIM115 - held for the life of the job
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return f
-            except BlockingIOError:
-                f.close()
-        time.sleep(POLL_S)
+    queue = slots_dir / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    ticket = queue / f"{seq:020d}-{os.getpid()}"
+    ticket.write_text(str(folder))
+    try:
+        while True:
+            if _ahead_of(ticket, queue) < slots:
+                for k in range(slots):
+                    f = open(slots_dir / f"slot-{k}.lock", "a")  # noqa: SIM115 - held for the life of the job
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        return f
+                    except BlockingIOError:
+                        f.close()
+            time.sleep(POLL_S)
+    finally:
+        ticket.unlink(missing_ok=True)
+
+
+def _ahead_of(ticket: Path, queue: Path) -> int:
+    """Live jobs queued before this one; tickets of dead jobs are cleared on the way."""
+    ahead = 0
+    for other in sorted(queue.iterdir()):
+        if other.name >= ticket.name:
+            break
+        try:
+            pid, folder = int(other.name.rsplit("-", 1)[1]), Path(other.read_text())
+        except (ValueError, OSError):
+            continue
+        if _alive(pid, folder):
+            ahead += 1
+        else:
+            other.unlink(missing_ok=True)
+    return ahead
 
 
 def _wait_for_deps(deps: list[dict]) -> str | None:
@@ -277,7 +304,7 @@ def _gate_main(folder: Path, gate_file: Path) -> None:
     if problem:
         (folder / f"{jid}.depfail").write_text(problem + "\n")
         sys.exit(DEPENDENCY_EXIT)
-    slot = _take_slot(Path(gate["slots_dir"]), int(gate["slots"]))  # noqa: F841 - held until exit
+    slot = _take_slot(Path(gate["slots_dir"]), int(gate["slots"]), int(gate["seq"]), folder)  # noqa: F841
     (folder / f"{jid}.started").touch()
     try:
         from submitit.local.local import Controller

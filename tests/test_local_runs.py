@@ -1,0 +1,261 @@
+"""Whole runs on the local backend: real processes through submitit, real SQLite, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+ABC = """
+name: abc
+defaults: {{resources: {{walltime: "00:05:00"}}}}
+steps:
+  A:
+    kind: shell
+    params: {{command: "echo A >> {log}; echo hello > a.txt"}}
+  B:
+    kind: shell
+    shards: 4
+    params:
+      command: >-
+        echo "B$LLMJOBS_SHARD" >> {log};
+        sleep {sleep};
+        if [ "$LLMJOBS_SHARD" = 2 ] && [ ! -e {ok} ]; then echo "shard 2 refuses" >&2; exit 3; fi;
+        cat ${{steps.A.output}}/a.txt > b-$LLMJOBS_SHARD.txt
+  C:
+    kind: shell
+    after: [B]
+    params: {{command: "echo C >> {log}; cat ${{steps.B.output}}/b-*.txt | wc -l > c.txt"}}
+"""
+
+
+def _recipe(tmp_path: Path, sleep: float = 0) -> tuple[Path, Path, Path]:
+    log, ok = tmp_path / "ran.log", tmp_path / "ok"
+    path = tmp_path / "abc.yaml"
+    path.write_text(ABC.format(log=log, ok=ok, sleep=sleep))
+    return path, log, ok
+
+
+def _ran(log: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in log.read_text().split() if log.exists() else []:
+        counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+def _attempts(home: Path) -> dict[str, int]:
+    """Attempts per step/shard straight from the registry file."""
+    con = sqlite3.connect(home / "registry.db")
+    rows = con.execute("SELECT st.name, sh.'index', count(a.id) FROM steps st JOIN shards sh ON sh.step_id = st.id "
+                       "LEFT JOIN attempts a ON a.shard_id = sh.id GROUP BY st.name, sh.'index'").fetchall()
+    con.close()
+    return {f"{n}[{i}]": c for n, i, c in rows}
+
+
+def _shards(view: dict, step: str) -> list[dict]:
+    return next(s for s in view["steps"] if s["name"] == step)["shards"]
+
+
+def test_failed_shard_stops_the_dag_and_resume_reruns_only_it(cli, home, tmp_path):
+    recipe, log, ok = _recipe(tmp_path)
+    r = cli("submit", recipe, "--wait")
+    assert r.returncode == 1, r.stderr
+    run_id = r.stdout.strip().splitlines()[0]
+    assert _ran(log) == {"A": 1, "B0": 1, "B1": 1, "B2": 1, "B3": 1}  # C never ran
+
+    view = cli.status(run_id)
+    assert (view["id"], view["name"], view["status"]) == (run_id, "abc", "failed")
+    steps = {s["name"]: s for s in view["steps"]}
+    assert [sh["status"] for sh in steps["B"]["shards"]] == ["succeeded", "succeeded", "failed", "succeeded"]
+    assert steps["B"]["status"] == "failed"
+    assert steps["C"]["status"] != "succeeded"
+    failed = steps["B"]["shards"][2]["attempts"]
+    assert len(failed) == 1 and failed[0]["state"] == "failed" and "code 3" in failed[0]["reason"]
+    assert "shard 2 refuses" in Path(failed[0]["stderr"]).read_text()
+
+    ok.touch()
+    r = cli("resume", run_id, "--wait")
+    assert r.returncode == 0, r.stderr
+    # exactly one new attempt for B[2] and one for C: in the registry and in what the commands appended
+    assert _ran(log) == {"A": 1, "B0": 1, "B1": 1, "B2": 2, "B3": 1, "C": 1}
+    assert _attempts(home) == {"A[0]": 1, "B[0]": 1, "B[1]": 1, "B[2]": 2, "B[3]": 1, "C[0]": 2}
+    view = cli.status(run_id)
+    assert view["status"] == "succeeded"
+    assert [a["state"] for a in _shards(view, "B")[2]["attempts"]] == ["failed", "succeeded"]
+    assert (Path(view["run_dir"]) / "C" / "c.txt").read_text().strip() == "4"
+
+    r = cli("resume", run_id)  # a finished run: nothing to do, nothing runs again
+    assert r.returncode == 0 and "nothing to resume" in r.stderr
+    assert _ran(log)["B2"] == 2
+
+
+def test_killed_submitter_loses_nothing_and_runs_nothing_twice(cli, home, tmp_path):
+    recipe, log, ok = _recipe(tmp_path, sleep=3)
+    proc = cli.popen("submit", recipe, "--wait")
+    run_id = proc.stdout.readline().strip()
+    assert run_id
+    cli.wait_until(run_id, lambda v: any(sh["status"] == "running" for sh in _shards(v, "B")))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    # the jobs were detached: they finish without the submitter; status sees them through
+    view = cli.wait_until(run_id, lambda v: v["status"] not in ("queued", "running"))
+    assert view["status"] == "failed"
+    assert [sh["status"] for sh in _shards(view, "B")] == ["succeeded", "succeeded", "failed", "succeeded"]
+    ok.touch()
+    r = cli("resume", run_id, "--wait")
+    assert r.returncode == 0, r.stderr
+    assert _ran(log) == {"A": 1, "B0": 1, "B1": 1, "B2": 2, "B3": 1, "C": 1}
+    assert _attempts(home) == {"A[0]": 1, "B[0]": 1, "B[1]": 1, "B[2]": 2, "B[3]": 1, "C[0]": 2}
+
+
+def test_submit_returns_at_once_and_the_dag_runs_unattended(cli, tmp_path):
+    recipe, log, ok = _recipe(tmp_path, sleep=5)
+    ok.touch()
+    r = cli("submit", recipe)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip()
+    assert "C" not in _ran(log)  # submit came back before the DAG ran; C waits for B's 5 s shards
+    assert cli.status(run_id)["status"] in ("queued", "running")
+    view = cli.wait_until(run_id, lambda v: v["status"] in ("succeeded", "failed"))
+    assert view["status"] == "succeeded"
+    assert _ran(log) == {"A": 1, "B0": 1, "B1": 1, "B2": 1, "B3": 1, "C": 1}
+    for step in view["steps"]:
+        for shard in step["shards"]:
+            (attempt,) = shard["attempts"]
+            assert attempt["job_id"] and attempt["state"] == "succeeded"
+            assert attempt["started_at"] and attempt["ended_at"]
+
+
+def test_resume_of_a_running_run_is_refused(cli, home, tmp_path):
+    recipe, log, ok = _recipe(tmp_path, sleep=30)
+    run_id = cli("submit", recipe).stdout.strip()
+    cli.wait_until(run_id, lambda v: _shards(v, "B")[0]["status"] == "running")
+    before = _attempts(home)
+    r = cli("resume", run_id)
+    assert r.returncode == 2 and "still running" in r.stderr
+    assert _attempts(home) == before
+    r = cli("cancel", run_id)
+    assert r.returncode == 0, r.stderr
+    view = cli.status(run_id)
+    assert view["status"] == "cancelled"
+    assert {sh["status"] for sh in _shards(view, "B")} == {"cancelled"}
+    assert all(a["reason"] == "cancelled by user" for a in _shards(view, "B")[0]["attempts"])
+    time.sleep(1)
+    assert "C" not in _ran(log)
+
+
+def test_cancelled_step_can_be_resumed(cli, tmp_path):
+    recipe, log, ok = _recipe(tmp_path, sleep=20)
+    ok.touch()
+    run_id = cli("submit", recipe).stdout.strip()
+    cli.wait_until(run_id, lambda v: _shards(v, "B")[0]["status"] == "running")
+    assert cli("cancel", run_id, "B").returncode == 0
+    view = cli.wait_until(run_id, lambda v: v["status"] not in ("queued", "running"))
+    assert view["status"] == "cancelled"
+    c_attempt = _shards(view, "C")[0]["attempts"][-1]
+    assert c_attempt["state"] == "cancelled" and "dependency" in c_attempt["reason"]
+    assert "C" not in _ran(log)
+
+
+def test_step_over_its_walltime_fails_with_timeout(cli, tmp_path):
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text("name: slow\nsteps:\n  s:\n    kind: shell\n    resources: {walltime: '00:01:00'}\n"
+                      "    params: {command: 'sleep 300'}\n")
+    r = cli("submit", recipe, "--wait", timeout=200)
+    assert r.returncode == 1
+    view = cli.status(r.stdout.split()[0])
+    (attempt,) = _shards(view, "s")[0]["attempts"]
+    assert attempt["state"] == "failed" and attempt["reason"] == "timeout"
+
+
+def test_done_shard_is_not_run_again_even_by_a_stray_job(cli, tmp_path):
+    """A job for a shard whose DONE marker exists does nothing (idempotent steps)."""
+    from llmjobs.jobs.runner import run_shard
+    from llmjobs.jobs.task import ShardTask
+
+    recipe, log, ok = _recipe(tmp_path)
+    ok.touch()
+    r = cli("submit", recipe, "--wait")
+    assert r.returncode == 0, r.stderr
+    view = cli.status(r.stdout.split()[0])
+    b = next(s for s in view["steps"] if s["name"] == "B")
+    task = ShardTask(run_id=view["id"], step="B", kind="shell", shard=1, num_shards=4,
+                     params={"command": f"echo again >> {log}"}, output_dir=b["output"],
+                     state_dir=str(Path(view["run_dir"]) / ".llmjobs" / "B"))
+    assert run_shard(task) == {"skipped": True}
+    assert "again" not in _ran(log)
+
+
+def test_python_kind_gets_params_and_context(cli, tmp_path, monkeypatch):
+    mod = tmp_path / "mymod.py"
+    mod.write_text("import json\n"
+                   "def work(ctx, factor, items):\n"
+                   "    out = ctx.output_dir / f'part-{ctx.shard}.json'\n"
+                   "    out.write_text(json.dumps({'shard': ctx.shard, 'of': ctx.num_shards, 'factor': factor,\n"
+                   "        'items': items, 'ckpt': str(ctx.checkpoint_dir), 'attempt': ctx.attempt}))\n"
+                   "    return {'written': out.name}\n")
+    recipe = tmp_path / "py.yaml"
+    recipe.write_text("name: py\nsteps:\n  p:\n    kind: python\n    shards: 2\n"
+                      "    params: {function: 'mymod:work', factor: 3, items: [a, b]}\n")
+    cli.env["PYTHONPATH"] = str(tmp_path)
+    r = cli("submit", recipe, "--set", "steps.p.params.factor=7", "--wait")
+    assert r.returncode == 0, r.stderr
+    view = cli.status(r.stdout.split()[0])
+    out = Path(view["steps"][0]["output"])
+    parts = [json.loads((out / f"part-{i}.json").read_text()) for i in range(2)]
+    assert [p["shard"] for p in parts] == [0, 1]
+    assert all(p["of"] == 2 and p["factor"] == 7 and p["items"] == ["a", "b"] and p["attempt"] == 1 for p in parts)
+    assert parts[1]["ckpt"].endswith("shard-00001")
+
+
+def test_logs_prints_the_attempts_output(cli, tmp_path):
+    recipe = tmp_path / "hello.yaml"
+    recipe.write_text("name: hello\nsteps:\n  h:\n    kind: shell\n    params: {command: 'echo out-$LLMJOBS_PARAM_WHO; echo err-line >&2', who: there}\n")
+    r = cli("submit", recipe, "--wait")
+    run_id = r.stdout.split()[0]
+    r = cli("logs", run_id, "h")
+    assert r.returncode == 0
+    assert "out-there" in r.stdout and "err-line" in r.stdout
+    assert cli("logs", run_id, "h", "--attempt", "5").returncode == 2
+    assert cli("logs", run_id, "nope").returncode == 2
+
+
+def test_status_table_runs_list_and_dry_run(cli, home, tmp_path):
+    recipe, log, ok = _recipe(tmp_path)
+    r = cli("submit", recipe, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "### step B (kind shell, 4 shard(s))" in r.stdout and "waits for: <A[0]>" in r.stdout
+    assert not (home / "registry.db").exists()  # a dry run records nothing
+    assert not log.exists()
+
+    ok.touch()
+    run_id = cli("submit", recipe, "--name", "my run", "--wait").stdout.split()[0]
+    assert run_id.startswith("my-run-")
+    table = cli("status", run_id[:9]).stdout
+    assert "succeeded" in table and "4/4" in table
+    listed = json.loads(cli("runs", "--json").stdout)
+    assert [(x["id"], x["name"], x["status"]) for x in listed] == [(run_id, "my run", "succeeded")]
+
+
+def test_slots_cap_parallel_shards(cli, tmp_path):
+    """With max_parallel: 2, never more than two shards run at once."""
+    profile = tmp_path / "two.yaml"
+    profile.write_text("backend: local\nscheduler: {max_parallel: 2}\n")
+    stamp = tmp_path / "stamps"
+    recipe = tmp_path / "many.yaml"
+    recipe.write_text("name: many\nsteps:\n  m:\n    kind: shell\n    shards: 5\n    params:\n"
+                      f"      command: 'echo start $(date +%s.%N) >> {stamp}; sleep 1; echo end $(date +%s.%N) >> {stamp}'\n")
+    r = cli("submit", recipe, "--cluster", profile, "--wait")
+    assert r.returncode == 0, r.stderr
+    events = sorted((float(t), kind) for kind, t in (line.split() for line in stamp.read_text().splitlines()))
+    running, peak = 0, 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
