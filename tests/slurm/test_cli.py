@@ -32,16 +32,18 @@ def wait_run(run_id: str, timeout: float = 300, until=lambda v: v["status"] not 
     return view
 
 
-def llmjobs_processes() -> list[str]:
-    """Command lines of running llmjobs CLI processes (the DAG must need none)."""
+def llmjobs_processes(home: Path) -> list[str]:
+    """Command lines of running llmjobs CLI processes of this test (its LLMJOBS_HOME); the DAG needs none."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    mine = f"LLMJOBS_HOME={home}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
         text = b" ".join(argv).decode(errors="replace")
-        if "llmjobs.cli" in text or any(a.endswith(b"/llmjobs") for a in argv[:2]):
+        if ("llmjobs.cli" in text or any(a.endswith(b"/llmjobs") for a in argv[:2])) and mine in environ:
             found.append(text)
     return found
 
@@ -57,13 +59,12 @@ def test_quickstart_dag_runs_unattended(slurm, home):
     run_id = r.stdout.strip().splitlines()[-1]
     # submit returned before the work was done, and left nothing of llmjobs running
     assert status(run_id)["status"] in ("queued", "running")
-    assert llmjobs_processes() == []
+    assert llmjobs_processes(home) == []
     view = wait_run(run_id)
     assert view["status"] == "succeeded", json.dumps(view, indent=1)
     square = attempts(view, "square")
-    bases = {a[0]["job_id"].split("_")[0] for a in square}
-    assert len(bases) == 1  # one array job
-    assert [a[0]["job_id"] for a in square] == [f"{bases.pop()}_{i}" for i in range(4)]
+    base = square[0][0]["job_id"].split("_")[0]
+    assert [a[0]["job_id"] for a in square] == [f"{base}_{i}" for i in range(4)]  # one array job
     for st in view["steps"]:
         for sh in st["shards"]:
             assert [(a["state"], bool(a["job_id"])) for a in sh["attempts"]] == [("succeeded", True)]
@@ -137,7 +138,7 @@ def test_bad_input_is_refused_at_submit(slurm, home, tmp_path, profile_change, o
     r = llmjobs_cli("submit", str(REPO / "recipes" / "quickstart.yaml"), "--cluster",
                     str(_profile_with(tmp_path, **profile_change)), *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert slurm_says in r.stderr.lower()
+    assert slurm_says in " ".join(r.stderr.split()).lower()
     runs = llmjobs_cli("runs", "--json")
     assert runs.returncode == 0 and json.loads(runs.stdout) == []
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
@@ -152,7 +153,8 @@ def test_dry_run_prints_the_batch_scripts_and_queues_nothing(slurm, home):
     assert out.count("#!/bin/bash") == 3
     assert "#SBATCH --array=0-3%4" in out
     assert "#SBATCH --partition=debug" in out and "#SBATCH --account=llm" in out
-    assert "#SBATCH --dependency=afterok:<numbers[0]>" in out
+    assert "#SBATCH --dependency='afterok:<numbers>'" in out
+    assert "#SBATCH --dependency='afterok:<square>'" in out  # the whole array
     assert "-u -m submitit.core._submit" in out
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
                           check=True).stdout == queue

@@ -19,7 +19,7 @@ GOLDEN = """\
 #SBATCH --array=0-2%2
 #SBATCH --constraint=h200
 #SBATCH --cpus-per-task=16
-#SBATCH --dependency=afterok:41_0:41_1
+#SBATCH --dependency=afterok:41:7
 #SBATCH --error=/runs/r1/logs/gen/submit-1/%A_%a_0_log.err
 #SBATCH --gpus-per-node=8
 #SBATCH --job-name=r1.gen
@@ -61,7 +61,7 @@ def _job(requeues: int) -> tuple[SlurmBackend, StepJob]:
              for i in range(3)]
     job = StepJob(run_id="r1", step="gen", tasks=tasks, folder=Path("/runs/r1/logs/gen/submit-1"),
                   resources=Resources(nodes=2, gpus_per_node=8, cpus=16, mem_gb=256, walltime="01:30:00"),
-                  after=[JobRef("41_0", ""), JobRef("41_1", "")], container=container,
+                  after=[JobRef("41_0", ""), JobRef("41_1", ""), JobRef("7", "")], container=container,
                   env=container_env(container, {}))  # as the controller passes it
     return SlurmBackend(profile), job
 

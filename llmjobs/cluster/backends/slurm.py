@@ -162,7 +162,7 @@ class SlurmBackend(Backend):
         if o.srun_args:
             params["srun_args"] = list(o.srun_args)
         if after:
-            params["dependency"] = "afterok:" + ":".join(ref.job_id for ref in after)
+            params["dependency"] = "afterok:" + ":".join(_dependency_ids(after))
             # a failed upstream job ends this one at once (CANCELLED, reason Dependency) instead of leaving
             # it pending forever; sacct then tells it apart from a user's cancel ("CANCELLED by UID")
             extra.setdefault("kill-on-invalid-dep", "yes")
@@ -306,6 +306,24 @@ class SlurmBackend(Backend):
                               timeout=120, check=False)
         if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
             raise SchedulerError(f"scancel failed: {proc.stderr.strip()}")
+
+
+def _dependency_ids(after: list[JobRef]) -> list[str]:
+    """Array tasks are waited for as their whole array (``afterok:123``, not ``afterok:123_4``).
+
+    Slurm counts a dependency on an array task that was cancelled while pending as met (the task no longer
+    exists), so the downstream step would run without it; a dependency on the array fails instead. It
+    asks no more than the tasks: an array job is one submission of shards that were all still to do, and
+    the ones already finished have finished well or are waited for anyway.
+    """
+    ids: list[str] = []
+    for ref in after:
+        base, _, index = ref.job_id.partition("_")
+        job = base if index.isdigit() else ref.job_id
+        job = re.sub(r"^<(.+)\[\d+\]>$", r"<\1>", job)  # --dry-run's placeholder for a shard's job
+        if job not in ids:
+            ids.append(job)
+    return ids
 
 
 # a task that starts gets its own accounting row within moments; until then it may be in no row at all
