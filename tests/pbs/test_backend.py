@@ -93,7 +93,7 @@ def test_names_and_dependencies():
     assert job_name("run 1/step") == "run_1_step"
     assert job_name("42-run.step") == "j42-run.step"
     refs = [JobRef("7[0].pbs1", "f"), JobRef("7[3].pbs1", "f"), JobRef("8.pbs1", "f"), JobRef("<x[0]>", "f")]
-    assert depend_ids(refs) == ["7[].pbs1", "8.pbs1", "<x[0]>"]
+    assert depend_ids(refs) == ["7[].pbs1", "8.pbs1", "<x[]>"]
 
 
 def test_multi_node_ssh_launch(tmp_path):

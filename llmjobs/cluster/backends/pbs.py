@@ -112,6 +112,7 @@ class PBSOptions(BaseModel):
 
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+_PLACEHOLDER_SHARD = re.compile(r"\[\d+\]>$")
 
 
 def job_name(name: str) -> str:
@@ -126,7 +127,8 @@ def depend_ids(refs: list[JobRef]) -> list[str]:
     """afterok ids: a subjob stands for its whole array (PBS takes dependencies on arrays, not subjobs)."""
     out: list[str] = []
     for ref in refs:
-        job_id = pbs_state.query_id(ref.job_id)  # placeholders of --dry-run stay as they are
+        job_id = pbs_state.query_id(ref.job_id)
+        job_id = _PLACEHOLDER_SHARD.sub("[]>", job_id)  # --dry-run's "<step[3]>" stands for "<step[]>"
         if job_id not in out:
             out.append(job_id)
     return out
