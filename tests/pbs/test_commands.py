@@ -111,3 +111,13 @@ def test_qsub_retries_only_what_never_reached_the_server(tmp_path, on_path):
     with pytest.raises(commands.PBSCommandError, match="violates queue"):
         commands.qsub("job.sh", retry=FAST)
     assert count.read_text().strip() == "1"
+
+
+def test_a_job_qstat_never_prints_readably_ends_by_its_exit_file(tmp_path, on_path):
+    on_path(_stub(tmp_path, "qstat", 'echo "{ \\"Jobs\\": { broken"\nexit 0\n'))
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    key = tracking.JobKey("21.pbs1", str(folder))
+    assert tracking.poll([key], grace_s=0, retry=FAST) == {}  # no verdict, and never "lost"
+    tracking.exit_path(folder, "21.pbs1").write_text("0\n")
+    assert tracking.poll([key], grace_s=0, retry=FAST)["21.pbs1"].state == JobState.SUCCEEDED

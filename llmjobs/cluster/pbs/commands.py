@@ -143,6 +143,7 @@ class QstatResult:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # ids the server said it does not know
     answered: set[str] = field(default_factory=set)  # queried ids with a usable answer; only those can vanish
+    unreadable: set[str] = field(default_factory=set)  # ids whose own answer cannot be parsed even alone
     calls: int = 0
 
 
@@ -199,6 +200,7 @@ def qstat(ids: Sequence[str], retry: Retry | None = None) -> QstatResult:
             result.jobs.update(pbs_state.jobs_from_qstat(answer[1]))
         except ValueError as e:
             log.warning("qstat JSON for %s is unreadable (%s); its state is not updated", job_id, e)
+            result.unreadable.add(job_id)
             continue
         result.answered.add(job_id)
         result.unknown |= pbs_state.unknown_ids(answer[2])

@@ -46,26 +46,38 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _started(folder: str | Path, job_id: str) -> tuple[str | None, datetime | None, str | None]:
+    started = _read(started_path(folder, job_id))
+    if not started:
+        return None, None, None
+    parts = started.split()
+    started_at = datetime.fromtimestamp(float(parts[0])) if parts and _is_number(parts[0]) else None
+    return started, started_at, parts[1] if len(parts) > 1 else None
+
+
+def from_exit_file(folder: str | Path, job_id: str) -> JobStatus | None:
+    """Succeeded/failed from the exit code the job script wrote, if it wrote one."""
+    code_text = _read(exit_path(folder, job_id))
+    if code_text is None or not _is_int(code_text):
+        return None
+    _, started_at, host = _started(folder, job_id)
+    code = int(code_text)
+    ended = datetime.fromtimestamp(exit_path(folder, job_id).stat().st_mtime)
+    if code == 0:
+        return JobStatus(JobState.SUCCEEDED, exit_code=0, nodes=host, started_at=started_at, ended_at=ended)
+    reason = f"killed by {pbs_state.signal_name(code - 128)}" if 128 < code < 160 else f"exit code {code}"
+    return JobStatus(JobState.FAILED, reason=f"{reason} (from the job's exit file)", exit_code=code,
+                     nodes=host, started_at=started_at, ended_at=ended)
+
+
 def from_sentinels(folder: str | Path, job_id: str, grace_s: float = DEFAULT_GRACE_S,
                    now: float | None = None) -> JobStatus | None:
     """State of a job qstat does not know; None while still within the grace period."""
     now = time.time() if now is None else now
-    started = _read(started_path(folder, job_id))
-    code_text = _read(exit_path(folder, job_id))
-    started_at = None
-    host = None
-    if started:
-        parts = started.split()
-        started_at = datetime.fromtimestamp(float(parts[0])) if parts and _is_number(parts[0]) else None
-        host = parts[1] if len(parts) > 1 else None
-    if code_text is not None and _is_int(code_text):
-        code = int(code_text)
-        ended = datetime.fromtimestamp(exit_path(folder, job_id).stat().st_mtime)
-        if code == 0:
-            return JobStatus(JobState.SUCCEEDED, exit_code=0, nodes=host, started_at=started_at, ended_at=ended)
-        reason = f"killed by {pbs_state.signal_name(code - 128)}" if 128 < code < 160 else f"exit code {code}"
-        return JobStatus(JobState.FAILED, reason=f"{reason} (from the job's exit file)", exit_code=code,
-                         nodes=host, started_at=started_at, ended_at=ended)
+    resolved = from_exit_file(folder, job_id)
+    if resolved is not None:
+        return resolved
+    started, started_at, host = _started(folder, job_id)
     marker = job_folder(folder, job_id) / f"{job_id}{MISSING_SUFFIX}"
     first_missing = _read(marker)
     if first_missing is None or not _is_number(first_missing):
@@ -121,6 +133,12 @@ def poll(jobs: Sequence[JobKey], grace_s: float = DEFAULT_GRACE_S,
             attrs = answer.jobs.get(job.job_id)
             if attrs is not None:
                 out[job.job_id] = pbs_state.classify(attrs)
+                continue
+            if query in answer.unreadable:
+                # PBS knows the job but prints it unreadably: only its own exit file can end it
+                resolved = from_exit_file(job.folder, job.job_id)
+                if resolved is not None:
+                    out[job.job_id] = resolved
                 continue
             if query not in answer.answered and query not in answer.unknown:
                 continue  # no usable answer for it this time: leave its state as it was
