@@ -99,6 +99,15 @@ def test_golds_from_a_data_file_with_a_preset(tmp_path):
     assert res["maj_at_k"] == {"1": 0.0, "2": 0.0} and res["mean_at_1"] == 0.5 and res["ties"] == 3
 
 
+def test_blank_answers_do_not_vote_and_string_sample_indices_order_samples():
+    recs = [{"id": "q", "answer": "4", "sample": "1", "output": "</think>\\boxed{4}"},
+            {"id": "q", "answer": "4", "sample": "0", "output": "</think>\\boxed{}"},
+            {"id": "q", "answer": "4", "sample": "2", "output": "</think>最終的な回答：。"}]
+    res = grade_samples(recs, None, None, workers=1)
+    assert res["majority_accuracy"] == 1.0 and res["no_answer_rate"] == pytest.approx(2 / 3)
+    assert res["maj_at_k"] == {"1": 0.0, "2": 1.0, "3": 1.0}  # sample 0 (blank) comes first
+
+
 def test_bad_input_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no gold field 'answer'"):
         grade_samples([{"id": 1, "output": "x"}], None, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmjobs.errors import UserError
-from llmjobs.jobs.eval.answers import extract_answer
+from llmjobs.jobs.eval.answers import Extraction, clean_answer, extract_answer
 from llmjobs.jobs.eval.data import Problem
 
 Unclosed = Literal["count_wrong", "grade_reasoning"]
@@ -25,7 +25,9 @@ def _group(records: Iterable[dict], id_field: str, where: str) -> dict[str, list
         pid = str(rec[id_field])
         rows = groups.setdefault(pid, [])
         index = rec.get("sample")
-        rows.append((len(rows) if not isinstance(index, int) else index, rec))
+        if isinstance(index, str) and index.isdigit():
+            index = int(index)
+        rows.append((index if isinstance(index, int) else len(rows), rec))
     for pid, rows in groups.items():
         rows.sort(key=lambda r: r[0])
         indices = [i for i, _ in rows]
@@ -98,8 +100,9 @@ def grade_samples(
                 raise UserError(f"{where}: a sample of problem '{pid}' has no output field '{output_field}' "
                                 "(set --output-field)")
             text = rec[output_field] or ""
-            ex = extract_answer(text, expect_think=expect_think)
-            alt = ex if ex.closed else extract_answer(text, grade_unclosed=True, expect_think=expect_think)
+            ex = _blank_is_none(extract_answer(text, expect_think=expect_think))
+            alt = ex if ex.closed else _blank_is_none(
+                extract_answer(text, grade_unclosed=True, expect_think=expect_think))
             tokens = rec.get(tokens_field) if tokens_field else None
             prow.append({"id": pid, "sample": index, "output": text, "ex": ex, "alt": alt, "gold": gold,
                          "category": cat, "tokens": tokens if isinstance(tokens, (int, float)) else None})
@@ -196,6 +199,13 @@ def grade_samples(
             })
         write_report(results, sample_rows, problem_rows, Path(out_dir), plot=plot)
     return results
+
+
+def _blank_is_none(ex: Extraction) -> Extraction:
+    # "\boxed{}" or "最終的な回答：。" is no answer: it must neither vote nor count as answered.
+    if ex.answer is not None and not clean_answer(ex.answer):
+        return Extraction(None, ex.closed, None)
+    return ex
 
 
 def _id_order(pid: str) -> tuple[int, int | str]:

@@ -55,6 +55,8 @@ def build_classes_many(
             if a is None or c:
                 continue
             key = clean_answer(a)
+            if not key:  # blank answers do not vote
+                continue
             by_text.setdefault(key, []).append(i)
             first_text.setdefault(key, a)
         pending.append([(first_text[k], members) for k, members in by_text.items()])
