@@ -150,3 +150,13 @@ def test_job_ids():
     assert state.subjob_id("1234[].pbs1", 7) == "1234[7].pbs1"
     assert state.query_id("16[1].vm") == "16[].vm"
     assert state.exec_hosts({"exec_host": "hA/0*8+hB/0*8+hA/1"}) == "hA,hB"
+
+
+def test_watcher_reads_qstat_text():
+    from llmjobs.cluster.pbs.executor import PBSInfoWatcher
+
+    info = PBSInfoWatcher().read_info(capture("50_qstat_x_f_json_multi.json").encode())
+    assert {k: v["State"] for k, v in info.items()} == {
+        "14.vm": "SUCCEEDED", "18.vm": "FAILED", "20.vm": "CANCELLED", "16[].vm": "SUCCEEDED",
+        "16[1].vm": "SUCCEEDED"}
+    assert info["18.vm"]["ExitCode"] == "3" and info["14.vm"]["NodeList"] == "vm"

@@ -12,16 +12,23 @@ import functools
 import inspect
 import shlex
 import sys
+import time
 import typing as tp
 import uuid
 from pathlib import Path
 
 from submitit.core import core, utils
 
+from llmjobs.cluster.backends.base import JobStatus
 from llmjobs.cluster.pbs import commands, script, tracking
 from llmjobs.cluster.pbs import state as pbs_state
 
 _UNFINISHED = {"QUEUED", "RUNNING", "UNKNOWN"}
+
+
+def _info(status: JobStatus) -> dict[str, str]:
+    return {"State": status.state.value.upper(), "Reason": status.reason or "",
+            "ExitCode": "" if status.exit_code is None else str(status.exit_code), "NodeList": status.nodes or ""}
 
 
 class PBSInfoWatcher(core.InfoWatcher):
@@ -41,23 +48,11 @@ class PBSInfoWatcher(core.InfoWatcher):
         if not pending:
             return
         self._num_calls += 1
-        keys = [tracking.JobKey(j, self._folders.get(j, "")) for j in pending]
-        # jobs with no known folder cannot be resolved from sentinels: only qstat speaks for them
-        statuses = tracking.poll([k for k in keys if k.folder], grace_s=self.grace_s)
-        blind = [k.job_id for k in keys if not k.folder]
-        if blind:
-            answer = commands.qstat([pbs_state.query_id(j) for j in blind])
-            for job_id in blind:
-                if job_id in answer.jobs:
-                    statuses[job_id] = pbs_state.classify(answer.jobs[job_id])
-        for job_id, status in statuses.items():
-            self._info_dict[job_id] = {
-                "State": status.state.value.upper(),
-                "Reason": status.reason or "",
-                "ExitCode": "" if status.exit_code is None else str(status.exit_code),
-                "NodeList": status.nodes or "",
-            }
-        self._last_status_check = core._time.time()
+        # a job registered without a folder (an id typed in) has no sentinels: only qstat speaks for it
+        keys = [tracking.JobKey(j, self._folders.get(j)) for j in pending]
+        for job_id, status in tracking.poll(keys, grace_s=self.grace_s).items():
+            self._info_dict[job_id] = _info(status)
+        self._last_status_check = time.time()
         for job_id in pending:
             if self.is_done(job_id, mode="cache"):
                 self._finished.add(job_id)
@@ -66,13 +61,8 @@ class PBSInfoWatcher(core.InfoWatcher):
         """States from the text of ``qstat -x -f -F json`` (what ``update`` reads, for tools and tests)."""
         if not isinstance(string, str):
             string = string.decode()
-        out = {}
-        for job_id, attrs in pbs_state.jobs_from_qstat(string).items():
-            status = pbs_state.classify(attrs)
-            out[job_id] = {"State": status.state.value.upper(), "Reason": status.reason or "",
-                           "ExitCode": "" if status.exit_code is None else str(status.exit_code),
-                           "NodeList": status.nodes or ""}
-        return out
+        return {job_id: _info(pbs_state.classify(attrs))
+                for job_id, attrs in pbs_state.jobs_from_qstat(string).items()}
 
     def get_state(self, job_id: str, mode: str = "standard") -> str:
         info = self.get_info(job_id, mode=mode)

@@ -115,7 +115,7 @@ def _is_int(text: str) -> bool:
 @dataclass
 class JobKey:
     job_id: str
-    folder: str
+    folder: str | None  # the submitit folder holding the job's sentinels; None: qstat alone decides
 
 
 def poll(jobs: Sequence[JobKey], grace_s: float = DEFAULT_GRACE_S,
@@ -133,6 +133,8 @@ def poll(jobs: Sequence[JobKey], grace_s: float = DEFAULT_GRACE_S,
             attrs = answer.jobs.get(job.job_id)
             if attrs is not None:
                 out[job.job_id] = pbs_state.classify(attrs)
+                continue
+            if not job.folder:
                 continue
             if query in answer.unreadable:
                 # PBS knows the job but prints it unreadably: only its own exit file can end it
