@@ -1,0 +1,76 @@
+"""Recipe loading: defaults, overrides, references, ordering, walltime forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmjobs.errors import UserError
+from llmjobs.recipes import interpolate, plan_from_dict
+from llmjobs.resources import parse_walltime
+
+BASE = {
+    "name": "r",
+    "defaults": {"resources": {"walltime": "2:00:00", "cpus": 4}, "params": {"seed": 1}, "retries": 2},
+    "steps": {
+        "gen": {"kind": "shell", "shards": 8, "params": {"command": "gen ${run.id}", "samples": 4}},
+        "grade": {"kind": "shell", "resources": {"cpus": 1},
+                  "params": {"command": "grade ${steps.gen.output} > ${run.dir}/x; echo ${HOME}"}},
+        "first": {"kind": "shell", "params": {"command": "true"}},
+    },
+}
+
+
+def test_defaults_merge_and_step_values_win():
+    plan = plan_from_dict(BASE, "r.yaml")
+    gen, grade = plan.step("gen"), plan.step("grade")
+    assert (gen.resources.cpus, gen.resources.walltime, gen.retries) == (4, "02:00:00", 2)
+    assert (grade.resources.cpus, grade.resources.walltime) == (1, "02:00:00")
+    assert gen.params == {"seed": 1, "command": "gen ${run.id}", "samples": 4}
+
+
+def test_output_reference_implies_dependency_and_order():
+    plan = plan_from_dict(BASE, "r.yaml")
+    assert plan.deps["grade"] == ["gen"]
+    assert plan.order.index("gen") < plan.order.index("grade")
+    assert set(plan.order) == {"gen", "grade", "first"}
+
+
+def test_overrides_are_typed_and_reach_nested_fields():
+    plan = plan_from_dict(BASE, "r.yaml", ["steps.gen.params.samples=20", "steps.gen.shards=2",
+                                           "steps.gen.params.tags=[a, b]", "steps.first.resources.walltime=30"])
+    gen = plan.step("gen")
+    assert gen.params["samples"] == 20 and gen.shards == 2 and gen.params["tags"] == ["a", "b"]
+    assert plan.step("first").resources.walltime == "00:30:00"  # a bare number is minutes
+    assert BASE["steps"]["gen"]["params"]["samples"] == 4  # the input is not mutated
+
+
+def test_override_of_defaults_applies_to_every_step():
+    plan = plan_from_dict(BASE, "r.yaml", ["defaults.resources.mem_gb=64"])
+    assert {plan.step(s).resources.mem_gb for s in plan.order} == {64}
+
+
+def test_interpolation_leaves_shell_variables_alone():
+    plan = plan_from_dict(BASE, "r.yaml")
+    out = interpolate(plan.step("grade").params, {"gen": "/runs/r1/gen"}, {"dir": "/runs/r1", "id": "r1"})
+    assert out["command"] == "grade /runs/r1/gen > /runs/r1/x; echo ${HOME}"
+
+
+def test_self_reference_and_unknown_run_field():
+    bad = {"name": "r", "steps": {"a": {"kind": "shell", "params": {"command": "ls ${steps.a.output}"}}}}
+    with pytest.raises(UserError, match="cannot use its own output"):
+        plan_from_dict(bad, "r.yaml")
+    bad = {"name": "r", "steps": {"a": {"kind": "shell", "params": {"command": "ls ${run.home}"}}}}
+    with pytest.raises(UserError, match=r"\$\{run.home\} is unknown"):
+        plan_from_dict(bad, "r.yaml")
+
+
+@pytest.mark.parametrize("text,seconds", [("01:00:00", 3600), ("1:30:00", 5400), ("2-00:00:00", 172800),
+                                          ("168:00:00", 604800), ("45", 2700), ("05:30", 330), (90, 5400)])
+def test_walltime_forms(text, seconds):
+    assert parse_walltime(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1h", "00:61:00", "", "0", "-5", "1:2:3:4"])
+def test_bad_walltimes(text):
+    with pytest.raises(ValueError):
+        parse_walltime(text)
