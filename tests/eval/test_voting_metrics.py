@@ -116,3 +116,23 @@ def test_summary_metrics_hand_computed(grader):
     }
     assert maj_curve(classes, [4, 4, 2])[4] == pytest.approx(2 / 3)
     assert mean_at_1([4], [1]) == 0.25
+
+
+def test_maj_at_k_over_random_subsets():
+    from llmjobs.jobs.eval.metrics import maj_curve_subsets
+    from llmjobs.jobs.eval.voting import VoteClass
+
+    # n=3: the right answer once (sample 0), a wrong one twice. Over random subsets: maj@1 = 1/3;
+    # maj@2: {0,1} and {0,2} tie and go to sample 0 (right), {1,2} is wrong -> 2/3; maj@3 = 0.
+    one = [VoteClass("1", [0], True), VoteClass("2", [1, 2], False)]
+    curve = maj_curve_subsets([one], [3], draws=3000)
+    assert curve[1] == pytest.approx(1 / 3, abs=0.04) and curve[2] == pytest.approx(2 / 3, abs=0.04)
+    assert curve[3] == 0.0
+    # n=2, wrong first: every 2-subset is a tie won by sample 0 -> maj@2 is exactly 0
+    tie = [VoteClass("5", [0], False), VoteClass("4", [1], True)]
+    assert maj_curve_subsets([tie], [2], draws=50)[2] == 0.0
+    # no-answer samples do not vote; k stops at the smallest sample count
+    blanks = [VoteClass("4", [2], True)]
+    curve = maj_curve_subsets([blanks, one], [3, 3], draws=3000)
+    assert curve[3] == pytest.approx((1 + 0) / 2) and curve[1] == pytest.approx((1 / 3 + 1 / 3) / 2, abs=0.04)
+    assert list(maj_curve_subsets([one, blanks[:0]], [3, 1], draws=5)) == [1]

@@ -77,10 +77,12 @@ def render_markdown(results: dict) -> str:
               "| metric | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in summary_rows(results)]
     lines += ["", "## maj@k and pass@k", "",
-              "maj@k votes over each problem's first k samples; pass@k is the unbiased estimator.", "",
-              "| k | maj@k | pass@k |", "|---|---|---|"]
+              ("maj@k votes over each problem's first k samples; the subsets column averages the same vote over "
+               "100 random orders of the samples; pass@k is the unbiased estimator."), "",
+              "| k | maj@k | maj@k (random subsets) | pass@k |", "|---|---|---|---|"]
+    subsets = results.get("maj_at_k_subsets") or {}
     for k, v in results["maj_at_k"].items():
-        lines.append(f"| {k} | {_pct(v)} | {_pct(results['pass_at_k'].get(k))} |")
+        lines.append(f"| {k} | {_pct(v)} | {_pct(subsets.get(k))} | {_pct(results['pass_at_k'].get(k))} |")
     lines += ["", "## Unclosed-reasoning policies", "", "| policy | maj@N | mean@1 | no answer |", "|---|---|---|---|"]
     for name, p in results.get("policies", {}).items():
         lines.append(f"| {name} | {_pct(p['majority_accuracy'])} | {_pct(p['mean_at_1'])} | {_pct(p['no_answer_rate'])} |")
@@ -120,6 +122,10 @@ def _draw(results: dict, path: Path, plt: Any) -> None:
     ax = axes[0][0]
     ks = [int(k) for k in results["maj_at_k"]]
     ax.plot(ks, [100 * v for v in results["maj_at_k"].values()], marker="o", label="maj@k")
+    subsets = results.get("maj_at_k_subsets") or {}
+    if subsets:
+        ax.plot([int(k) for k in subsets], [100 * v for v in subsets.values()], linestyle=":",
+                label="maj@k, random subsets")
     if results["pass_at_k"]:
         ax.plot([int(k) for k in results["pass_at_k"]], [100 * v for v in results["pass_at_k"].values()],
                 marker=".", linestyle="--", label="pass@k")

@@ -146,6 +146,7 @@ def grade_samples(
         "majority_accuracy": main["majority_accuracy"],
         "mean_at_1": main["mean_at_1"],
         "maj_at_k": main["maj_at_k"],
+        "maj_at_k_subsets": main["maj_at_k_subsets"],
         "pass_at_k": main["pass_at_k"],
         "reasoning_failure_rate": main["reasoning_failure_rate"],
         "no_answer_rate": main["no_answer_rate"],
@@ -160,6 +161,7 @@ def grade_samples(
         "grading": {**grading, "seconds": round(time.monotonic() - started, 3), "timeout_s": timeout_s},
         "definitions": {
             "maj_at_k": "vote over each problem's first k samples (by sample index); ties go to the class seen first",
+            "maj_at_k_subsets": "maj@k averaged over 100 seeded random orders of each problem's samples",
             "pass_at_k": "unbiased: mean over problems of 1 - C(n-c,k)/C(n,k)",
             "mean_at_1": "mean over problems of correct samples / samples",
         },
