@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv and install llmjobs into it.
+#   scripts/setup.sh            the light core (what a login node needs): submit, status, resume...
+#   scripts/setup.sh --test     + test tools, PostgreSQL driver, grading/report extras, and the CPU
+#                               inference stack (vLLM's CPU build, Ray, transformers) the tests use
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+if [ "${1:-}" = "--test" ]; then
+  python -m pip install -q -e '.[dev,postgres,eval]'
+  PIP="python -m pip" bash scripts/install-cpu-inference.sh
+else
+  python -m pip install -q -e .
+fi
