@@ -50,6 +50,12 @@ class VLLMEngine:
         log.info("starting vLLM: %s", {k: v for k, v in options.items()})
         self.llm = LLM(**options)
         self.lora = LoRARequest("adapter", 1, adapter) if adapter else None
+        # vLLM's CPU build kills its engine on a seeded request whose prefill is split over steps: it rewinds
+        # the request's generator by an offset, which CPU generators do not have. There, samples draw from
+        # the engine's seeded stream instead (reproducible for the same batches, not per prompt).
+        self.per_request_seeds = not on_cpu()
+        if not self.per_request_seeds:
+            log.warning("vLLM on CPU: per-prompt seeds are not used (the engine seed %d is)", seed)
 
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Generation]]:
@@ -60,7 +66,7 @@ class VLLMEngine:
         # one SamplingParams per prompt: each prompt's seed makes its samples independent of the batch
         greedy = temperature == 0  # vLLM refuses n > 1 with greedy decoding: decode once, repeat it
         params = [SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p,
-                                 max_tokens=max_tokens, seed=s)
+                                 max_tokens=max_tokens, seed=s if self.per_request_seeds else None)
                   for s in per_prompt_seeds(seed, len(prompts))]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora)
         results = []
