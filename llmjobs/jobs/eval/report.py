@@ -136,7 +136,7 @@ def _draw(results: dict, path: Path, plt: Any) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")
     ax.set_title("maj@k and pass@k")
     if cats:
         ax = axes[0][1]
