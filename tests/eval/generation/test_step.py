@@ -80,5 +80,5 @@ def test_two_rank_step_runs_one_engine_per_node(tiny_llama, mgsm_ja, tmp_path):
     actors = results["meta"]["generation"]["actors"]
     assert len({a["node"] for a in actors.values()}) == 2 and all(a["samples"] > 0 for a in actors.values())
     # every Ray process this step started is gone
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert str(tmp_path / ".ray") not in ps and "ljray-" not in ps
