@@ -137,17 +137,26 @@ def test_kill_midway_then_resume(tiny_llama, hf_engine, mgsm_prompts, tmp_path):
     assert len(collect(gen, [i for i, _ in items], 3)) == 36
 
 
-def test_two_actor_ray_pool_shares_the_work(tiny_llama, mgsm_prompts, tmp_path):
+@pytest.fixture
+def local_ray(tmp_path, monkeypatch):
+    """Ray on this machine with 2 CPUs, token authentication with a token of the test's own."""
     ray = pytest.importorskip("ray")
+    from llmjobs.jobs.eval.raycluster import write_token
+
+    write_token(tmp_path / "ray-token")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "ray-token"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    try:
-        items = mgsm_prompts[:8]
-        spec = EngineSpec(engine="hf", model=str(tiny_llama))
-        stats = generate(items, tmp_path, Sampling(samples=2, max_tokens=8, temperature=1.0, seed=2), spec,
-                         pool="ray", chunk=1, cpu_actors=2)
-    finally:
-        ray.shutdown()
+    yield ray
+    ray.shutdown()
+
+
+def test_two_actor_ray_pool_shares_the_work(local_ray, tiny_llama, mgsm_prompts, tmp_path):
+    items = mgsm_prompts[:8]
+    spec = EngineSpec(engine="hf", model=str(tiny_llama))
+    stats = generate(items, tmp_path, Sampling(samples=2, max_tokens=8, temperature=1.0, seed=2), spec,
+                     pool="ray", chunk=1, cpu_actors=2)
     actors = stats["actors"]
     assert len(actors) == 2 and all(a["samples"] > 0 for a in actors.values())
     assert sum(a["samples"] for a in actors.values()) == 16
@@ -155,3 +164,17 @@ def test_two_actor_ray_pool_shares_the_work(tiny_llama, mgsm_prompts, tmp_path):
     by_actor = collections.Counter(r["actor"] for r in records)
     assert set(by_actor) == set(actors) and sum(by_actor.values()) == 16
     assert len(list((tmp_path / GEN_DIR).glob("*.jsonl"))) == 2  # one file per engine
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_two_actor_ray_pool_of_vllm_cpu_engines(local_ray, tiny_llama, mgsm_prompts, tmp_path):
+    """Two Ray actors, each holding a vLLM CPU engine on one core (``nobind``, one OpenMP thread)."""
+    pytest.importorskip("vllm")
+    items = mgsm_prompts[:6]
+    spec = EngineSpec(engine="vllm", model=str(tiny_llama),
+                      options={"max_model_len": 512, "llm_options": {"enforce_eager": True}})
+    stats = generate(items, tmp_path, Sampling(samples=2, max_tokens=4, temperature=1.0, seed=2), spec,
+                     pool="ray", chunk=1, cpu_actors=2)
+    assert len(stats["actors"]) == 2 and all(a["samples"] > 0 for a in stats["actors"].values())
+    assert len(collect(tmp_path / GEN_DIR, [i for i, _ in items], 2)) == 12
