@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,7 +22,7 @@ err = Console(stderr=True)
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
                 "queued": "blue", "pending": "dim"}
-RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="SQLAlchemy URL; default "
+RegistryOpt = Annotated[str | None, typer.Option("--registry", help="SQLAlchemy URL; default "
                         "$LLMJOBS_REGISTRY or sqlite:///$LLMJOBS_HOME/registry.db", envvar="LLMJOBS_REGISTRY")]
 
 
@@ -107,9 +107,9 @@ def _wait(ctl, run_id: str, quiet: bool = False) -> int:
 @app.command()
 def submit(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
-    cluster: Annotated[Optional[str], typer.Option("--cluster", "-c", help="profile name or YAML path")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. steps.eval.params.samples=20")] = None,
-    name: Annotated[Optional[str], typer.Option(help="run name (default: the recipe's)")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="profile name or YAML path")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. steps.eval.params.samples=20")] = None,
+    name: Annotated[str | None, typer.Option(help="run name (default: the recipe's)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends; exit 1 if it fails")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted; record nothing")] = False,
 ) -> None:
@@ -133,7 +133,7 @@ def submit(
 
 @app.command()
 def status(
-    run: Annotated[Optional[str], typer.Argument(help="run id or unique prefix; default: the latest run")] = None,
+    run: Annotated[str | None, typer.Argument(help="run id or unique prefix; default: the latest run")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until the run ends")] = False,
 ) -> None:
@@ -178,7 +178,7 @@ def logs(
     run: Annotated[str, typer.Argument(help="run id")],
     step: Annotated[str, typer.Argument(help="step name")],
     shard: Annotated[int, typer.Option(help="shard index")] = 0,
-    attempt: Annotated[Optional[int], typer.Option(help="attempt number; default the latest")] = None,
+    attempt: Annotated[int | None, typer.Option(help="attempt number; default the latest")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the attempt ends")] = False,
 ) -> None:
     """Print a shard attempt's stdout and stderr."""
@@ -246,7 +246,7 @@ def resume(
 
 @app.command()
 def cancel(run: Annotated[str, typer.Argument(help="run id")],
-           step: Annotated[Optional[str], typer.Argument(help="only this step")] = None) -> None:
+           step: Annotated[str | None, typer.Argument(help="only this step")] = None) -> None:
     """Stop a run's (or one step's) queued and running jobs; `resume` continues later."""
     ctl = _controller()
     n = ctl.cancel(run, step)

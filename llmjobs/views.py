@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from llmjobs.registry import Attempt, Run, Step
@@ -11,11 +11,11 @@ from llmjobs.registry import Attempt, Run, Step
 def _iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).isoformat()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).isoformat()
 
 
 def _utc(dt: datetime | None) -> datetime | None:
-    return None if dt is None else (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc))
+    return None if dt is None else (dt if dt.tzinfo else dt.replace(tzinfo=UTC))
 
 
 def attempt_view(a: Attempt) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def step_elapsed(step: Step, now: datetime | None = None) -> float | None:
         return None
     ends = [_utc(a.ended_at) for sh in step.shards for a in sh.attempts if a.ended_at]
     live = any(a.state in ("queued", "running", "submitting") for sh in step.shards for a in sh.attempts)
-    end = (now or datetime.now(timezone.utc)) if live or not ends else max(ends)
+    end = (now or datetime.now(UTC)) if live or not ends else max(ends)
     return max(0.0, (end - min(starts)).total_seconds())
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
-
-import pytest
 
 ABC = """
 name: abc

@@ -9,8 +9,7 @@ import stat
 import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
-from llmjobs.registry import Attempt, Event, Registry, Run, Shard, Step
-from llmjobs.registry import migrate
+from llmjobs.registry import Attempt, Event, Registry, Run, Shard, Step, migrate
 
 
 def _make_run(reg: Registry, run_id: str = "r-1", shards: int = 2) -> None:

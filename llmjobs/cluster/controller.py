@@ -19,9 +19,9 @@ import re
 import secrets
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -49,7 +49,7 @@ def _slug(name: str) -> str:
 def _utc(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)  # SQLite hands back naive datetimes
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite hands back naive datetimes
 
 
 def step_state_dir(run_dir: str | Path, step: str) -> Path:
@@ -155,11 +155,11 @@ class Controller:
         # the scheduler call happens outside any registry transaction
         try:
             submitted = backend.submit(job)
-        except Exception as e:  # noqa: BLE001 - recorded on the attempts, then surfaced
+        except Exception as e:
             with self.registry.session() as s:
                 for aid in attempt_ids:
                     a = s.get(Attempt, aid)
-                    a.ended_at = datetime.now(timezone.utc)
+                    a.ended_at = datetime.now(UTC)
                     self.registry.transition(s, a, "failed", f"submission failed: {e}")
             raise SchedulerError(f"submitting step {step_name!r} failed: {e}") from e
         with self.registry.session() as s:
@@ -190,7 +190,7 @@ class Controller:
                         if a.state in ("queued", "running") and a.job_id:
                             live.append((a.id, JobRef(a.job_id, a.folder or "")))
         statuses = backend.poll([ref for _, ref in live]) if live else {}
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.registry.session() as s:
             run = self._load(s, run_id)
             for step in run.steps:
@@ -207,7 +207,7 @@ class Controller:
                             continue
                         st = statuses.get(a.job_id or "")
                         if done is not None and done.get("attempt") == a.number:
-                            finished = datetime.fromtimestamp(done["time"], timezone.utc)
+                            finished = datetime.fromtimestamp(done["time"], UTC)
                             a.started_at = a.started_at or (st.started_at if st else None) or \
                                 finished - timedelta(seconds=done.get("seconds", 0))
                             a.ended_at = a.ended_at or finished
@@ -279,7 +279,7 @@ class Controller:
             backend.cancel([r for _, r in refs])
         with self.registry.session() as s:
             run = self._load(s, run_id)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for aid, _ in refs:
                 a = s.get(Attempt, aid)
                 if a.state in LIVE_ATTEMPT:

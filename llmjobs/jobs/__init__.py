@@ -8,9 +8,10 @@ group ``llmjobs.kinds`` (each entry point resolves to a ``Kind``).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -73,4 +74,4 @@ def function(kind: Kind) -> Callable[..., Any]:
     return load(kind.target)
 
 
-__all__ = ["Kind", "kinds", "register", "get", "validate_params", "function", "ValidationError"]
+__all__ = ["Kind", "ValidationError", "function", "get", "kinds", "register", "validate_params"]

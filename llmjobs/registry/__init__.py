@@ -3,4 +3,4 @@
 from llmjobs.registry.models import Artifact, Attempt, Event, Run, Shard, Step
 from llmjobs.registry.store import Registry
 
-__all__ = ["Registry", "Run", "Step", "Shard", "Attempt", "Event", "Artifact"]
+__all__ = ["Artifact", "Attempt", "Event", "Registry", "Run", "Shard", "Step"]

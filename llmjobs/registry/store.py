@@ -9,9 +9,9 @@ updated are locked with ``SELECT ... FOR UPDATE``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
@@ -36,7 +36,7 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -46,7 +46,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -136,7 +136,7 @@ class Registry:
             c.execute(text("SELECT 1"))
 
 
-def _run_id(obj, shard: Shard | None = None) -> str:  # noqa: ANN001
+def _run_id(obj, shard: Shard | None = None) -> str:
     if isinstance(obj, Run):
         return obj.id
     if isinstance(obj, Step):
@@ -146,7 +146,7 @@ def _run_id(obj, shard: Shard | None = None) -> str:  # noqa: ANN001
     return (shard or obj.shard).step.run_id
 
 
-def _entity_id(obj) -> str:  # noqa: ANN001
+def _entity_id(obj) -> str:
     if isinstance(obj, Run):
         return obj.id
     if isinstance(obj, Step):

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,7 +75,7 @@ class _GatedExecutor(LocalExecutor):
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, profile) -> None:  # noqa: ANN001
+    def __init__(self, profile) -> None:
         super().__init__(profile)
         try:
             self.options = LocalOptions.model_validate(profile.scheduler)
@@ -188,7 +188,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _mtime(path: Path) -> datetime | None:
     try:
-        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except FileNotFoundError:
         return None
 
@@ -237,7 +237,7 @@ def _read_gate_info(folder: Path, jid: str) -> dict:
 # ---- the gate, run as `python -m llmjobs.cluster.backends.local FOLDER GATE_FILE` ------------------------
 
 
-def _take_slot(slots_dir: Path, slots: int, seq: int, folder: Path):  # noqa: ANN202
+def _take_slot(slots_dir: Path, slots: int, seq: int, folder: Path):
     """Wait in a first-come-first-served queue, then hold one of ``slots`` flock'ed files until exit."""
     import fcntl
 

@@ -6,8 +6,8 @@ from llmjobs.registry.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # `alembic` CLI use: open the configured registry
-    from llmjobs.registry.store import make_engine
     from llmjobs import settings
+    from llmjobs.registry.store import make_engine
 
     connection = make_engine(settings.registry_url()).connect()
 
