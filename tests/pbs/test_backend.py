@@ -96,24 +96,41 @@ def test_names_and_dependencies():
     assert depend_ids(refs) == ["7[].pbs1", "8.pbs1", "<x[]>"]
 
 
-def test_multi_node_ssh_launch(tmp_path):
-    """The two-node path of the job script, run here: ``ssh`` is replaced by a stand-in that runs the remote
-    command on this machine (no second node and no sshd exist here); everything else is the real script:
-    the deduplicated node file, the exported environment, the node script and the rank of each node."""
+# Stand-ins for the launchers (no second node, sshd, pdsh or MPI exist here): each starts the node command
+# on this machine in a clean environment, as the real tool would on another node.
+STAND_INS = {
+    # ssh [-o opt]... HOST COMMAND...
+    "ssh": 'while [ "${1#-}" != "$1" ]; do shift 2; done; shift\n'
+           'exec env -i HOME="$HOME" PATH="$PATH" bash -c "$*"\n',
+    # mpirun -np N -hostfile F [-npernode 1] COMMAND...: N ranks, told their rank as Open MPI does
+    "mpirun": 'n=1; while [ "${1#-}" != "$1" ]; do [ "$1" = -np ] && n=$2; shift 2; done\n'
+              'pids=(); for ((i = 0; i < n; i++)); do\n'
+              '  env -i HOME="$HOME" PATH="$PATH" OMPI_COMM_WORLD_RANK=$i "$@" & pids+=($!)\n'
+              'done; rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done; exit $rc\n',
+    # pdsh [-S] -w HOSTS COMMAND...: the command runs once per host, where `hostname` names that host
+    "pdsh": 'while [ "${1#-}" != "$1" ]; do case $1 in -w) hosts=$2; shift 2;; *) shift;; esac; done\n'
+            'pids=(); for h in ${hosts//,/ }; do\n'
+            '  d=$(mktemp -d); printf "#!/bin/sh\\necho $h.cluster\\n" > $d/hostname; chmod +x $d/hostname\n'
+            '  env -i HOME="$HOME" PATH="$d:$PATH" bash -c "$*" & pids+=($!)\n'
+            'done; rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done; exit $rc\n',
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(STAND_INS))
+def test_multi_node_launch(tmp_path, launcher):
+    """The two-node path of the job script, run here with a stand-in launcher; everything else is the real
+    script: the deduplicated node file, the exported environment, the node script and each node's rank."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake_ssh = bin_dir / "ssh"
-    # drop ssh's options and the host, run the rest the way sshd would: through a shell
-    fake_ssh.write_text('#!/bin/bash\nwhile [ "${1#-}" != "$1" ]; do shift 2; done\nshift\n'
-                        'exec env -i HOME="$HOME" PATH="$PATH" bash -c "$*"\n')
-    fake_ssh.chmod(0o755)
+    (bin_dir / launcher).write_text("#!/bin/bash\n" + STAND_INS[launcher])
+    (bin_dir / launcher).chmod(0o755)
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("nodeA\nnodeA\nnodeB\nnodeB\n")
     folder = tmp_path / "logs"
     probe = (f"{sys.executable} -c \"import os, submitit; e = submitit.JobEnvironment(); "
              "print(e.job_id, e.global_rank, e.num_nodes, ','.join(e.hostnames), os.environ['MARK'])\"")
-    text = render_script(probe, folder, nodes=2, launcher="ssh", env={"MARK": "from-head"}, modules_init=None)
-    assert "#PBS -v USE_SSH=1" in text
+    text = render_script(probe, folder, nodes=2, launcher=launcher, env={"MARK": "from-head"}, modules_init=None)
+    assert ("#PBS -v USE_SSH=1" in text) == (launcher != "mpirun")
     script = tmp_path / "job.sh"
     script.write_text(text)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PBS_JOBID": "5.pbs1",

@@ -42,11 +42,12 @@ tr , '\n' <<< "$SUBMITIT_PBS_HOSTS" > "$_pbs_hosts"
 export -p | grep -v -E '^declare -x (HOSTNAME|PWD|OLDPWD|SHLVL|_)=' > "$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_pbs_env.sh"
 cat > "$SUBMITIT_PBS_FOLDER/${PBS_JOBID}_pbs_node.sh" <<'LLMJOBS_PBS_NODE'
 #!/bin/bash
+_me="$(hostname)"  # before the head node's environment (PATH included) is loaded
 . "${0%_pbs_node.sh}_pbs_env.sh" 2>/dev/null
 if [ -n "${1:-}" ]; then _rank="$1"
 elif [ -n "${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-}}}" ]; then _rank="${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK}}}"
 else
-    _rank=0; _i=0; _me="$(hostname)"
+    _rank=0; _i=0
     for _h in ${SUBMITIT_PBS_HOSTS//,/ }; do
         [ "${_h%%.*}" = "${_me%%.*}" ] && _rank=$_i; _i=$((_i + 1))
     done
