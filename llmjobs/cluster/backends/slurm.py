@@ -174,10 +174,10 @@ class SlurmBackend(Backend):
         # variables travel in the batch script, so jobs see them whatever the submitting shell had;
         # with a container they become SINGULARITYENV_* so the image's own environment cannot shadow them
         # (names that already carry the prefix, as the controller passes them, are kept as they are)
-        host_env = dict(self.profile.env)
-        host_env.update({k: v for k, v in env.items() if container is None or not k.startswith(env_prefix(container))})
-        exported = container_env(container, host_env)
-        exported.update({k: v for k, v in env.items() if container is not None and k.startswith(env_prefix(container))})
+        prefix = env_prefix(container) if container else None
+        ready = {k: v for k, v in env.items() if prefix and k.startswith(prefix)}
+        plain = {**self.profile.env, **{k: v for k, v in env.items() if k not in ready}}
+        exported = {**container_env(container, plain), **ready}
         lines = list(self.profile.setup)
         lines += [f"export {k}={shlex.quote(str(v))}" for k, v in exported.items()]
         return lines
@@ -241,8 +241,7 @@ class SlurmBackend(Backend):
         from llmjobs.jobs.runner import run_shard
 
         params = self._job_parameters(job)
-        map_count = params.pop("map_count", None)  # submitit sets it itself for arrays
-        del map_count
+        params.pop("map_count", None)  # submitit sets it itself when it makes the array
         executor = submitit.SlurmExecutor(folder=job.folder, python=self._python(job.container),
                                           max_num_timeout=max(t.requeues for t in job.tasks))
         executor.update_parameters(**params)
