@@ -254,6 +254,29 @@ def cancel(run: Annotated[str, typer.Argument(help="run id")],
 
 
 @app.command()
+def report(target: Annotated[str, typer.Argument(help="run id (its eval steps' results), or a results.json / "
+                                                      "report directory")]) -> None:
+    """Print the summary table of an evaluation."""
+    from llmjobs.jobs.eval.cli import print_summary
+    from llmjobs.jobs.eval.report import load_results
+
+    path = Path(target)
+    if path.exists():
+        paths = [path]
+    else:
+        view = _view(_controller(), target)
+        evals = [s for s in view["steps"] if s["kind"].startswith("eval.")]
+        if not evals:
+            raise UserError(f"run {view['id']} has no evaluation step")
+        paths = [Path(s["output"]) / "results.json" for s in evals]
+        missing = [str(p) for p, s in zip(paths, evals) if not p.exists()]
+        if missing:
+            raise UserError(f"no results yet ({', '.join(missing)}); the step is {evals[0]['status']}")
+    for p in paths:
+        print_summary(load_results(p), title=str(p))
+
+
+@app.command()
 def kinds() -> None:
     """List the step kinds this installation knows."""
     from llmjobs import jobs
@@ -264,6 +287,15 @@ def kinds() -> None:
     for k in sorted(jobs.kinds().values(), key=lambda k: k.name):
         t.add_row(k.name, k.summary)
     out.print(t)
+
+
+def _mount_evaluation() -> None:
+    from llmjobs.jobs.eval import cli as eval_cli  # imports only typer: the heavy parts load inside
+
+    app.command("grade")(eval_cli.grade)
+
+
+_mount_evaluation()
 
 
 def main() -> None:
