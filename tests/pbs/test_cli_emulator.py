@@ -150,3 +150,22 @@ def test_failing_qstat_fails_nothing(pbs_cli, pbs_server, profile, tmp_path):
     view = pbs_cli.wait_until(run_id, lambda v: v["status"] not in ("queued", "running", "pending"))
     assert view["status"] == "succeeded"
     assert len(_attempts(view, "nap")[0]) == 1
+
+
+def test_llmjobs_cancel_deletes_queued_and_running_jobs(pbs_cli, pbs_server, profile, tmp_path):
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(SLEEPY.format(seconds=60) + """
+  after_nap:
+    kind: shell
+    after: [nap]
+    params: {command: "true"}
+""")
+    run_id = _submit(pbs_cli, recipe, "--cluster", profile)
+    pbs_cli.wait_until(run_id, lambda v: _attempts(v, "nap")[0][-1]["state"] == "running", timeout=60)
+    r = pbs_cli("cancel", run_id)
+    assert r.returncode == 0, r.stderr
+    view = pbs_cli.wait_until(run_id, lambda v: all(
+        _attempts(v, s)[0][-1]["state"] not in ("queued", "running") for s in ("nap", "after_nap")))
+    assert _attempts(view, "nap")[0][-1]["state"] == "cancelled"
+    assert _attempts(view, "after_nap")[0][-1]["state"] == "cancelled"
+    assert all(state == "F" for state in pbs_server.states().values())
