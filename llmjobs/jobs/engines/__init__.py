@@ -2,14 +2,15 @@
 
 ``make_engine("vllm" | "hf" | "auto", model=..., ...)`` returns an object with
 ``generate(prompts, n, temperature, top_p, max_tokens, seed) -> list[list[Generation]]``: one list of ``n``
-generations per prompt, in prompt order. The engines import vLLM / transformers when they are built, never
+generations per prompt, in prompt order; ``stream(...)`` does the same work and yields
+``(prompt index, generations)`` as each prompt finishes, so results reach disk without waiting for the batch. The engines import vLLM / transformers when they are built, never
 when this package is imported, so the core stays light.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,11 @@ class Engine(Protocol):
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Generation]]:
         """``seed``: one for all prompts, or one per prompt (reproducible per prompt whatever the batch)."""
+        ...
+
+    def stream(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
+               seed: int | Sequence[int] | None = None) -> Iterator[tuple[int, list[Generation]]]:
+        """The same work as ``generate``, yielding ``(prompt index, generations)`` as each prompt finishes."""
         ...
 
     def close(self) -> None: ...

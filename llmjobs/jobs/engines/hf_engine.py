@@ -7,7 +7,7 @@ applied with peft when peft is installed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from llmjobs.jobs.engines import Generation, per_prompt_seeds
 
@@ -18,7 +18,7 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, model: str, adapter: str | None = None, tensor_parallel: int = 1,
-                 max_model_len: int | None = None, dtype: str = "auto", batch_size: int = 8,
+                 max_model_len: int | None = None, dtype: str = "auto",
                  seed: int = 0, device: str | None = None, **_ignored) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -27,7 +27,6 @@ class HFEngine:
             log.warning("the transformers engine ignores tensor_parallel=%d; use vLLM for that", tensor_parallel)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if dtype == "auto" and self.device == "cpu":
@@ -43,18 +42,21 @@ class HFEngine:
             self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device)
         self.model.eval()
         self.max_model_len = max_model_len
-        self.batch_size = max(1, batch_size)
         self.seed = seed
 
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Generation]]:
+        return [gens for _, gens in self.stream(prompts, n, temperature, top_p, max_tokens, seed)]
+
+    def stream(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
+               seed: int | Sequence[int] | None = None) -> Iterator[tuple[int, list[Generation]]]:
+        """``(prompt index, its n generations)`` prompt by prompt, in order."""
         import torch
 
         seeds = per_prompt_seeds(self.seed if seed is None else seed, len(prompts))
-        results: list[list[Generation]] = []
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        for prompt, prompt_seed in zip(prompts, seeds):
+        for index, (prompt, prompt_seed) in enumerate(zip(prompts, seeds)):
             # one prompt per call, its N samples as one batch: the seed then fixes this prompt's samples
             # whatever else is in the chunk, as with the vLLM engine
             if prompt_seed is not None:
@@ -80,8 +82,7 @@ class HFEngine:
                         break
                 text = self.tokenizer.decode(row[:count], skip_special_tokens=True)
                 samples.append(Generation(text, count))
-            results.append(samples if sampling else samples * n)
-        return results
+            yield index, samples if sampling else samples * n
 
     def close(self) -> None:
         self.model = None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from llmjobs.jobs.engines import Generation, per_prompt_seeds
@@ -54,26 +55,57 @@ class VLLMEngine:
         # the request's generator by an offset, which CPU generators do not have. There, samples draw from
         # the engine's seeded stream instead (reproducible for the same batches, not per prompt).
         self.per_request_seeds = not on_cpu()
+        self._ids = itertools.count()
         if not self.per_request_seeds:
             log.warning("vLLM on CPU: per-prompt seeds are not used (the engine seed %d is)", seed)
 
+    def _params(self, n: int, count: int, temperature: float, top_p: float, max_tokens: int,
+                seed: int | Sequence[int] | None):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        greedy = temperature == 0  # vLLM refuses n > 1 with greedy decoding: decode once, repeat it
+        params = []
+        for s in per_prompt_seeds(seed, count):
+            sp = SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p,
+                                max_tokens=max_tokens, seed=s if self.per_request_seeds else None)
+            sp.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when all n are done
+            params.append(sp)
+        return params, greedy
+
+    def stream(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
+               seed: int | Sequence[int] | None = None) -> Iterator[tuple[int, list[Generation]]]:
+        """``(prompt index, its n generations)`` as each prompt finishes, all prompts in one batch.
+
+        This is ``LLM.generate``'s own loop (``add_request`` for every prompt, then ``step`` until done),
+        yielding results as they finish so the caller can write them at once.
+        """
+        params, greedy = self._params(n, len(prompts), temperature, top_p, max_tokens, seed)
+        engine = self.llm.llm_engine
+        index: dict[str, int] = {}
+        try:
+            for i, (prompt, sp) in enumerate(zip(prompts, params)):
+                rid = str(next(self._ids))
+                engine.add_request(rid, prompt, sp, lora_request=self.lora)
+                index[rid] = i
+            while index and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in index:
+                        i = index.pop(out.request_id)
+                        gens = [Generation(c.text, len(c.token_ids))
+                                for c in sorted(out.outputs, key=lambda c: c.index)]
+                        yield i, gens * n if greedy else gens
+        finally:
+            if index:  # the caller stopped early or failed: drop what is still queued
+                engine.abort_request(list(index))
+        if index:
+            raise RuntimeError(f"vLLM finished without {len(index)} of the requests")
+
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Generation]]:
-        from vllm import SamplingParams
-
-        if not prompts:
-            return []
-        # one SamplingParams per prompt: each prompt's seed makes its samples independent of the batch
-        greedy = temperature == 0  # vLLM refuses n > 1 with greedy decoding: decode once, repeat it
-        params = [SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p,
-                                 max_tokens=max_tokens, seed=s if self.per_request_seeds else None)
-                  for s in per_prompt_seeds(seed, len(prompts))]
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora)
-        results = []
-        for out in outputs:
-            samples = sorted(out.outputs, key=lambda c: c.index)
-            gens = [Generation(c.text, len(c.token_ids)) for c in samples]
-            results.append(gens * n if greedy else gens)
+        results: list[list[Generation]] = [[] for _ in prompts]
+        for i, gens in self.stream(prompts, n, temperature, top_p, max_tokens, seed):
+            results[i] = gens
         return results
 
     def close(self) -> None:

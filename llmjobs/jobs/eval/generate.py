@@ -1,7 +1,7 @@
 """Generate N samples per problem with a pool of engines, streaming results to disk so a run resumes.
 
 Every sample is one JSON line ``{"id", "sample", "output", "tokens", "actor", "host"}`` in a JSONL file
-written by one engine only (one file per engine and start), flushed after each chunk. A restart reads all
+written by one engine only (one file per engine and start), flushed as each problem's samples finish. A restart reads all
 files, keeps the first record of each (problem id, sample index), and generates only the pairs still
 missing. A half-written last line (a killed writer) is skipped.
 
@@ -105,7 +105,7 @@ def collect(gen_dir: Path, ids: Sequence[str], samples: int) -> list[dict[str, A
 
 
 class SampleWriter:
-    """Appends one engine's samples to its own file; each chunk is flushed and fsynced before the next."""
+    """Appends one engine's samples to its own file, one problem at a time."""
 
     def __init__(self, gen_dir: Path, actor: str) -> None:
         gen_dir.mkdir(parents=True, exist_ok=True)
@@ -115,10 +115,14 @@ class SampleWriter:
         self.path = gen_dir / f"{actor}.{self.host}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the engine's life
 
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        for rec in records:
-            self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    def write(self, records: Iterable[dict[str, Any]], sync: bool = True) -> None:
+        # one write call per problem: its samples reach the file together
+        self._f.write("".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
         self._f.flush()
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
         os.fsync(self._f.fileno())
 
     def close(self) -> None:
@@ -170,7 +174,8 @@ def default_chunk(work: int, engines: int) -> int:
 
 
 def run_chunk(engine, writer: SampleWriter, chunk: list[WorkItem], sampling: Sampling) -> dict[str, Any]:
-    """Generate one chunk (one engine call per distinct sample count) and append its records."""
+    """Generate one chunk (one engine call per distinct sample count) and append its records as each problem
+    finishes (engines with ``stream``) or when the call returns."""
     start = time.perf_counter()
     calls = samples = tokens = 0
     by_count: dict[int, list[WorkItem]] = {}
@@ -178,21 +183,31 @@ def run_chunk(engine, writer: SampleWriter, chunk: list[WorkItem], sampling: Sam
         by_count.setdefault(item.count, []).append(item)
     for count, group in by_count.items():
         seeds = [request_seed(sampling.seed, it.id) + it.first for it in group]
-        outputs = engine.generate([it.prompt for it in group], n=count, temperature=sampling.temperature,
-                                  top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seeds)
+        kwargs = {"n": count, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                  "max_tokens": sampling.max_tokens, "seed": seeds}
+        prompts = [it.prompt for it in group]
+        stream = getattr(engine, "stream", None)
+        results = stream(prompts, **kwargs) if stream else enumerate(engine.generate(prompts, **kwargs))
         calls += 1
-        if len(outputs) != len(group):
-            raise RuntimeError(f"engine returned {len(outputs)} results for {len(group)} prompts")
-        records = []
-        for it, gens in zip(group, outputs):
+        seen = 0
+        last_sync = time.monotonic()
+        for index, gens in results:
+            it = group[index]
             if len(gens) != count:
                 raise RuntimeError(f"engine returned {len(gens)} samples for {it.id}, asked for {count}")
-            for j, g in enumerate(gens):
-                records.append({"id": it.id, "sample": it.first + j, "output": g.text, "tokens": g.tokens,
-                                "actor": writer.actor, "host": writer.host})
-                tokens += g.tokens
-        samples += len(records)
-        writer.write(records)
+            records = [{"id": it.id, "sample": it.first + j, "output": g.text, "tokens": g.tokens,
+                        "actor": writer.actor, "host": writer.host} for j, g in enumerate(gens)]
+            # flushed at once (a killed process keeps it); fsynced about once a second (a crashed node)
+            sync = time.monotonic() - last_sync > 1.0
+            writer.write(records, sync=sync)
+            if sync:
+                last_sync = time.monotonic()
+            seen += 1
+            samples += len(records)
+            tokens += sum(g.tokens for g in gens)
+        writer.sync()
+        if seen != len(group):
+            raise RuntimeError(f"engine returned {seen} results for {len(group)} prompts")
     return {"actor": writer.actor, "host": writer.host, "file": writer.path.name, "engine_calls": calls,
             "problems": len(chunk), "samples": samples, "tokens": tokens,
             "seconds": time.perf_counter() - start}
@@ -228,7 +243,8 @@ def generate_local(work: list[WorkItem], spec: EngineSpec, sampling: Sampling, g
     engine = engine or spec.build()
     writer = SampleWriter(gen_dir, "local")
     try:
-        size = chunk or default_chunk(len(work), 1)
+        # an engine that streams writes each problem as it finishes: one call keeps its batch full
+        size = chunk or (len(work) if hasattr(engine, "stream") else default_chunk(len(work), 1))
         return [run_chunk(engine, writer, c, sampling) for c in chunked(work, size)]
     finally:
         writer.close()

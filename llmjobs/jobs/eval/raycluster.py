@@ -116,6 +116,10 @@ class RayCluster:
 
     def __enter__(self) -> Self:
         os.environ.update(self._env())  # the driver (this process) authenticates with the same token
+        if "ray._raylet" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: make it read again
+            from ray._raylet import Config
+
+            Config.initialize("")
         try:
             if self.rank == 0:
                 self._enter_head()

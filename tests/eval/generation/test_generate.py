@@ -38,7 +38,7 @@ def _pairs(gen_dir: Path) -> list[tuple[str, int]]:
 
 
 class Counting:
-    """A real engine, with a count of the calls and prompts it was given."""
+    """A real engine, with a count of the calls and prompts it was given (through ``generate`` only)."""
 
     def __init__(self, engine) -> None:
         self.engine, self.calls, self.prompts = engine, 0, []
@@ -52,9 +52,19 @@ class Counting:
         pass
 
 
+class CountingStream(Counting):
+    """The same, through ``stream``: results come back problem by problem."""
+
+    def stream(self, prompts, **kw):
+        self.calls += 1
+        self.prompts.extend(prompts)
+        return self.engine.stream(prompts, **kw)
+
+
+@pytest.mark.parametrize("wrapper", [Counting, CountingStream])
 @pytest.mark.parametrize("name", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
-def test_exactly_n_samples_per_problem(name, request, mgsm_prompts, tmp_path):
-    engine = Counting(request.getfixturevalue(f"{name}_engine"))
+def test_exactly_n_samples_per_problem(name, wrapper, request, mgsm_prompts, tmp_path):
+    engine = wrapper(request.getfixturevalue(f"{name}_engine"))
     items = mgsm_prompts[:5]
     sampling = Sampling(samples=3, temperature=0.8, top_p=0.95, max_tokens=6, seed=1)
     stats = generate(items, tmp_path, sampling, EngineSpec(engine=name), chunk=2, engine=engine)
@@ -138,14 +148,15 @@ def test_kill_midway_then_resume(tiny_llama, hf_engine, mgsm_prompts, tmp_path):
 
 
 @pytest.fixture
-def local_ray(tmp_path, monkeypatch):
-    """Ray on this machine with 2 CPUs, token authentication with a token of the test's own."""
+def local_ray(monkeypatch):
+    """Ray on this machine with 2 CPUs, in this process. Token authentication is off here: Ray reads its mode
+    once per process, and left alone it would write a token into the home directory. The step's Ray
+    cluster, with its token, is tested in test_step.py."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray = pytest.importorskip("ray")
-    from llmjobs.jobs.eval.raycluster import write_token
+    from ray._raylet import Config
 
-    write_token(tmp_path / "ray-token")
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "ray-token"))
+    Config.initialize("")  # the mode is read from the environment here, not at each ray.init
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield ray
