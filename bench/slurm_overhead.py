@@ -48,6 +48,7 @@ def plain_submitit(shards: int, folder: Path, options: dict, minutes: int) -> fl
 
 
 def through_llmjobs(shards: int, home: Path, cluster: Path, minutes: int) -> float:
+    home.mkdir(parents=True, exist_ok=True)
     recipe = home / "noop.yaml"
     recipe.write_text(yaml.safe_dump({"name": "noop", "steps": {"noop": {
         "kind": "python", "shards": shards, "params": {"function": NOOP},
