@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +100,21 @@ def _prompts(p: EvalParams):
     return problems, items
 
 
+def _job_tag(ctx: StepContext) -> str:
+    """Names this job's Ray rendezvous files, so a resumed step's ranks never read a dead head's address."""
+    job = None
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        try:
+            import submitit
+
+            job = submitit.JobEnvironment().job_id  # the same on every rank of one job
+        except Exception:  # noqa: BLE001 - fall back to the scheduler's variables
+            job = None
+    job = job or os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+    tag = f"job-{job}" if job else f"attempt-{ctx.attempt}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+
+
 def _generation_seconds(out: Path, stats: dict[str, Any]) -> float:
     """Wall time of generation over every run of this step (a resumed step adds up its runs)."""
     path = out / "generation-runs.jsonl"
@@ -117,8 +133,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     p = EvalParams.model_validate(ctx.params)
     out = Path(ctx.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if ctx.num_shards > 1:
+        raise ValueError("eval.self_consistency runs as one shard; spread it with resources.nodes and "
+                         "gpus_per_node instead of shards")
     pool = _pool(p, ctx)
-    ray_dir = out / ".ray"
+    ray_dir = out / ".ray" / _job_tag(ctx)
 
     if pool == "ray" and not ctx.is_head:
         from llmjobs.jobs.eval.raycluster import RayCluster
