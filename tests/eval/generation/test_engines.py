@@ -42,7 +42,8 @@ def test_seed_fixes_a_prompts_samples_whatever_the_batch(engine, mgsm_prompts):
 
 def test_many_prompts_with_seeds_in_one_batch(engine, mgsm_prompts):
     """Enough prompt tokens that vLLM splits the prefill over steps (seeded requests crash its CPU build)."""
-    prompts = [p for _, p in mgsm_prompts] * 6
+    # distinct from the first token, so the prefix cache cannot shrink the prefill below one step's budget
+    prompts = [f"{i}: {p}" for i, (_, p) in enumerate(mgsm_prompts * 6)]
     out = engine.generate(prompts, n=2, temperature=1.0, top_p=0.95, max_tokens=2, seed=list(range(len(prompts))))
     assert [len(s) for s in out] == [2] * len(prompts)
 
