@@ -54,11 +54,11 @@ class ShardRunner(Checkpointable):
         os.environ.update(task.env)
         ctx = StepContext.from_task(task)
         marker = task.done_marker
-        if read_done(marker) is not None:
+        if _done_before(task, ctx):
             log.info("%s shard %d already done; nothing to do", task.step, task.shard)
             return {"skipped": True}
         with shard_lock(task, ctx.rank):
-            if read_done(marker) is not None:
+            if _done_before(task, ctx):
                 log.info("%s shard %d finished by another attempt; nothing to do", task.step, task.shard)
                 return {"skipped": True}
             kind = jobs.get(task.kind)
@@ -85,6 +85,13 @@ class ShardRunner(Checkpointable):
             return None
         log.warning("%s shard %d interrupted; requeued to resume from its checkpoint", task.step, task.shard)
         return DelayedSubmission(self, task)
+
+
+def _done_before(task: ShardTask, ctx: StepContext) -> bool:
+    """DONE written by another attempt. On a multi-node shard, rank 0 of this very attempt may write it
+    while the other ranks are still starting: they must run their part all the same."""
+    done = read_done(task.done_marker)
+    return done is not None and (ctx.is_head or done.get("attempt") != task.attempt)
 
 
 def _ignore_timeout_signal() -> None:
