@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +283,10 @@ def pool_shape(spec: EngineSpec, cpu_actors: int | None = None) -> list[dict[str
         return [{"num_gpus": tp, "num_cpus": 1} for _ in range(gpu_actors)]
     cores = sum(int(r.get("CPU", 0)) for r in per_node)
     count = cpu_actors or cores
-    env = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    # one thread each, unpinned (vLLM would pin every engine to the same cores), and a KV cache of a fixed
+    # size: the default share of host memory, taken by every engine on the node, would not fit
+    env = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     return [{"num_cpus": 1, "runtime_env": {"env_vars": env}} for _ in range(max(1, count))]
 
 
@@ -293,6 +296,11 @@ def generate_ray(work: list[WorkItem], spec: EngineSpec, sampling: Sampling, gen
     import ray
     from ray.util import ActorPool
 
+    if spec.tensor_parallel > 1 and spec.engine in ("vllm", "auto"):
+        # the actor holds its tensor-parallel GPUs itself: vLLM's workers are its own processes, not Ray
+        # tasks (not exercised here: this needs GPUs)
+        llm = {"distributed_executor_backend": "mp", **spec.options.get("llm_options", {})}
+        spec = replace(spec, options={**spec.options, "llm_options": llm})
     shapes = pool_shape(spec, cpu_actors)
     shapes = shapes[:max(1, len(work))]  # no engine without work to do
     remote = ray.remote(EngineActor)
