@@ -253,6 +253,53 @@ def cancel(run: Annotated[str, typer.Argument(help="run id")],
     err.print(f"cancelled {n} job(s)")
 
 
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option(help="model directory (or a hub name already in the cache)")],
+    data: Annotated[str, typer.Option(help="JSONL, JSON, TSV or a datasets directory")],
+    samples: Annotated[int, typer.Option(help="samples per problem (N)")] = 16,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter directory")] = None,
+    preset: Annotated[str | None, typer.Option(help="data preset: mgsm_ja, math500, gsm8k")] = None,
+    template: Annotated[str | None, typer.Option(help="think_boxed, ja_instruction, or text with {problem}")] = None,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    top_p: Annotated[float | None, typer.Option()] = None,
+    max_tokens: Annotated[int | None, typer.Option()] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N problems")] = None,
+    engine: Annotated[str | None, typer.Option(help="vllm, hf or auto")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="profile name or YAML path")] = None,
+    nodes: Annotated[int, typer.Option(help="nodes for the evaluation")] = 1,
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs per node")] = 0,
+    walltime: Annotated[str | None, typer.Option(help="HH:MM:SS")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. steps.eval.params.seed=1")] = None,
+    name: Annotated[str | None, typer.Option(help="run name")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run; print the report; exit 1 if it fails")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted")] = False,
+) -> None:
+    """Submit a one-step self-consistency evaluation (N samples per problem, majority vote); prints the run id."""
+    from llmjobs.cluster.profiles import load_profile
+    from llmjobs.jobs.eval.shortcut import eval_recipe
+    from llmjobs.recipes import plan_from_dict
+
+    recipe = eval_recipe(model, data, samples, adapter=adapter, preset=preset, nodes=nodes,
+                         gpus_per_node=gpus_per_node, walltime=walltime, name=name, template=template,
+                         temperature=temperature, top_p=top_p, max_tokens=max_tokens, limit=limit, engine=engine)
+    plan = plan_from_dict(recipe, "llmjobs eval", set_ or [])
+    profile = load_profile(cluster)
+    if dry_run:
+        from llmjobs.cluster.controller import describe
+
+        out.print(describe(plan, profile), markup=False, highlight=False, soft_wrap=True)
+        return
+    ctl = _controller()
+    run_id = ctl.submit(plan, profile)
+    print(run_id, flush=True)
+    if wait:
+        code = _wait(ctl, run_id)
+        if code == 0:
+            report(run_id)
+        raise typer.Exit(code)
+
+
 @app.command()
 def report(target: Annotated[str, typer.Argument(help="run id (its eval steps' results), or a results.json / "
                                                       "report directory")]) -> None:

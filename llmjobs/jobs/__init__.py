@@ -29,6 +29,9 @@ _BUILTIN = [
          "run params.command with bash in the step directory"),
     Kind("python", "llmjobs.jobs.python:run", "llmjobs.jobs.python:PythonParams",
          "call params.function ('module:function') with the step context and the other params"),
+    Kind("eval.self_consistency", "llmjobs.jobs.eval.step:run", "llmjobs.jobs.eval.step:EvalParams",
+         "N samples per problem (vLLM or transformers; a Ray pool over every GPU of the step), math-verify "
+         "grading, majority vote, maj@k / pass@k report"),
 ]
 
 _KINDS: dict[str, Kind] | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from llmjobs import jobs
-from llmjobs.jobs.eval.kind import SELF_CONSISTENCY
 from llmjobs.jobs.eval.shortcut import eval_recipe
 
 
@@ -18,11 +17,10 @@ def test_eval_recipe_is_a_valid_one_step_recipe(tmp_path, monkeypatch):
     assert step["params"]["model"] == "org/model-on-hub"  # not a local path: left as given
     assert "template" not in step["params"]  # unset options keep the kind's defaults
     assert step["resources"] == {"nodes": 2, "gpus_per_node": 8, "walltime": "2:00:00"}
-    params = jobs.validate_params(SELF_CONSISTENCY, step["params"])
+    params = jobs.validate_params(jobs.get("eval.self_consistency"), step["params"])
     assert params.samples == 8 and params.max_tokens == 1024
 
     from llmjobs.recipes import plan_from_dict
 
-    jobs.register(SELF_CONSISTENCY)
     plan = plan_from_dict(recipe, "llmjobs eval")
     assert plan.order == ["eval"] and plan.step("eval").resources.nodes == 2
