@@ -59,14 +59,6 @@ def slurm() -> None:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh LLMJOBS_HOME; run directories live under it (one host: it is 'shared' with the nodes)."""
-    monkeypatch.setenv("LLMJOBS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LLMJOBS_REGISTRY", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def profile(slurm) -> Profile:
     return profile_from_file(PROFILE)
 

@@ -53,7 +53,11 @@ def test_failed_job_and_unsatisfiable_dependency(backend, tmp_path):
     assert failed.state == JobState.FAILED and failed.exit_code == 1  # the runner's python exits 1
     assert waiting.state == JobState.FAILED and waiting.reason == "dependency failed"
     assert _queue().split().count(b[0].job_id) == 0  # not left pending forever
-    assert not (tmp_path / "b" / "ran").exists()
+    # queued after its dependency had already failed: Slurm ends it with no reason given
+    c = backend.submit(step_job(tmp_path, "c", shell_tasks(tmp_path, "c", "touch ran"), after=refs(a)))
+    late = wait_until(backend, refs(c), all_ended(refs(c)), timeout=120)[c[0].job_id]
+    assert (late.state, late.reason) == (JobState.FAILED, "dependency failed")
+    assert not (tmp_path / "b" / "ran").exists() and not (tmp_path / "c" / "ran").exists()
 
 
 def test_cancelled_array_task(backend, tmp_path):

@@ -84,6 +84,7 @@ def test_sacct_rows_map_to_states_and_reasons():
         ("PENDING", "Priority"): (JobState.QUEUED, "Priority"),
         ("PENDING", "DependencyNeverSatisfied"): (JobState.FAILED, "dependency failed"),
         ("CANCELLED", "Dependency"): (JobState.FAILED, "dependency failed"),  # --kill-on-invalid-dep
+        ("CANCELLED", "None"): (JobState.FAILED, "dependency failed"),  # ... on a dependency failed already
         ("CANCELLED by 0", "Dependency"): (JobState.CANCELLED, "cancelled by 0"),
         ("RUNNING", "None"): (JobState.RUNNING, None),
         ("REQUEUED", "None"): (JobState.QUEUED, "requeued"),
@@ -94,8 +95,11 @@ def test_sacct_rows_map_to_states_and_reasons():
         ("OUT_OF_MEMORY", "None"): (JobState.FAILED, "out of memory"),
     }
     for (state, reason), expected in rows.items():
-        st = job_status(state, reason, "0:0", "n1", "2026-01-01T00:00:00", "Unknown")
+        nodes = "None assigned" if state.startswith(("PENDING", "CANCELLED")) else "n1"
+        st = job_status(state, reason, "0:0", nodes, "2026-01-01T00:00:00", "Unknown")
         assert (st.state, st.reason) == expected, (state, reason)
     failed = job_status("FAILED", "NonZeroExitCode", "3:0", "n2", "Unknown", "Unknown")
     assert (failed.state, failed.reason, failed.exit_code, failed.nodes) == (JobState.FAILED, "exit code 3", 3, "n2")
     assert job_status("FAILED", "None", "0:9", "", "", "").exit_code == 137  # killed by SIGKILL
+    running_then_cancelled = job_status("CANCELLED", "None", "0:15", "n2", "Unknown", "Unknown")
+    assert running_then_cancelled.state == JobState.CANCELLED  # it ran: not a dependency's doing

@@ -89,7 +89,9 @@ def job_status(state: str, reason: str = "", exit_code: str = "", nodes: str = "
         return JobStatus(JobState.FAILED, reason=why, **common)
     if word == "CANCELLED":
         by = state.split(maxsplit=1)[1] if " " in state.strip() else ""
-        if not by and reason.startswith("Dependency"):  # --kill-on-invalid-dep: no user cancelled it
+        # --kill-on-invalid-dep: Slurm, not a user ("CANCELLED by UID"), ended a job that never started;
+        # its reason reads Dependency, or None when the dependency had failed before the job was queued
+        if not by and node_list is None and (reason.startswith("Dependency") or not reason):
             return JobStatus(JobState.FAILED, reason="dependency failed", **common)
         return JobStatus(JobState.CANCELLED, reason=f"cancelled {by}".strip(), **common)
     if word in _QUEUED:
