@@ -35,6 +35,8 @@ class StepSpec(BaseModel):
     after: list[str] = Field(default_factory=list, description="steps that must succeed first")
     shards: int = Field(1, ge=1, le=75000, description="parallel pieces; each gets LLMJOBS_SHARD")
     retries: int = Field(0, ge=0, le=100, description="re-runs in place after a failure")
+    requeues: int = Field(0, ge=0, le=100, description="requeues on timeout/preemption, for kinds that "
+                          "checkpoint: the shard continues from its checkpoint directory")
     container: ContainerSpec | None = None
 
 
@@ -44,6 +46,7 @@ class Defaults(BaseModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     retries: int | None = None
+    requeues: int | None = None
     container: ContainerSpec | None = None
 
 
@@ -134,7 +137,7 @@ def _merge_defaults(raw: dict, source: str) -> dict:
             own = step.get(key) or {}
             if isinstance(base, dict) and isinstance(own, dict):
                 step[key] = {**base, **own}
-        for key in ("retries", "container"):
+        for key in ("retries", "requeues", "container"):
             if key not in step and defaults.get(key) is not None:
                 step[key] = defaults[key]
     return raw

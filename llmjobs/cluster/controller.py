@@ -87,7 +87,7 @@ class Controller:
                 container = spec.container or profile.container
                 step = Step(name=step_name, position=pos, kind=spec.kind, params=resolved[step_name],
                             resources=spec.resources.model_dump(), after=plan.deps[step_name],
-                            num_shards=spec.shards, retries=spec.retries,
+                            num_shards=spec.shards, retries=spec.retries, requeues=spec.requeues,
                             container=container.model_dump() if container else None,
                             fingerprint=_fingerprint(spec.kind, resolved[step_name], spec.resources, spec.shards),
                             status="pending", output_dir=outputs[step_name])
@@ -99,11 +99,11 @@ class Controller:
 
     @staticmethod
     def _task(run_id: str, run_dir: Path, step: str, kind: str, shard: int, num_shards: int, params: dict,
-              retries: int, attempt: int, profile: Profile) -> ShardTask:
+              retries: int, requeues: int, attempt: int, profile: Profile) -> ShardTask:
         return ShardTask(run_id=run_id, step=step, kind=kind, shard=shard, num_shards=num_shards,
                          params=params, output_dir=str(Path(run_dir) / step),
                          state_dir=str(step_state_dir(run_dir, step)), attempt=attempt, retries=retries,
-                         env=dict(profile.env))
+                         env=dict(profile.env), requeues=requeues)
 
     def submit_ready(self, run_id: str) -> int:
         """Queue every shard that is not done and not live, in dependency order. Returns jobs queued."""
@@ -147,7 +147,8 @@ class Controller:
             container = ContainerSpec.model_validate(step.container) if step.container else None
             folder = Path(run.run_dir) / "logs" / step_name / f"submit-{_next_round(run.run_dir, step_name)}"
             tasks = [self._task(run.id, Path(run.run_dir), step_name, step.kind, sh.index, step.num_shards,
-                                step.params, step.retries, a.number, profile) for sh, a in zip(todo, attempts)]
+                                step.params, step.retries, step.requeues, a.number, profile)
+                     for sh, a in zip(todo, attempts)]
             job = StepJob(run_id=run.id, step=step_name, tasks=tasks, resources=Resources(**step.resources),
                           folder=folder, after=after, container=container,
                           env=container_env(container, {}) if container else {})
@@ -334,7 +335,7 @@ def describe(plan: Plan, profile: Profile, name: str | None = None,
         container = spec.container or profile.container
         after = [r for d in plan.deps[step_name] for r in placeholders[d]]
         tasks = [Controller._task(run_id, run_dir, step_name, spec.kind, i, spec.shards, resolved[step_name],
-                                  spec.retries, 1, profile) for i in range(spec.shards)]
+                                  spec.retries, spec.requeues, 1, profile) for i in range(spec.shards)]
         job = StepJob(run_id=run_id, step=step_name, tasks=tasks, resources=spec.resources,
                       folder=run_dir / "logs" / step_name / "submit-1", after=after, container=container,
                       env=container_env(container, {}) if container else {})

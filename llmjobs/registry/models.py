@@ -56,6 +56,7 @@ class Step(Base):
     after: Mapped[list[Any]]
     num_shards: Mapped[int] = mapped_column(Integer)
     retries: Mapped[int] = mapped_column(Integer, default=0)
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # rev 0003
     container: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))

@@ -3,7 +3,8 @@
 Each shard is a detached submitit local job (its own process group, so it survives the submitting command
 and a Ctrl-C in its terminal). Before submitit's job controller starts, a gate in the same process does what
 a cluster scheduler would: it waits for the jobs it depends on (``afterok``: their DONE markers), and for a
-free slot among ``max_parallel`` (default: the machine's cores) held with ``flock``, so any number of runs
+free slot among ``max_parallel`` (default: the machine's cores) held with ``flock``, taken roughly first
+come, first served among the jobs whose dependencies are met, so any number of runs
 share the machine without oversubscribing it. The job id is the gate's pid; liveness checks also match
 the job folder in the process's command line, so a recycled pid is not mistaken for the job.
 """
@@ -40,6 +41,7 @@ class LocalOptions(BaseModel):
 
     max_parallel: int | None = Field(None, ge=1, description="jobs running at once; default: CPU cores")
     slots_dir: str | None = Field(None, description="where the slot locks live; default $LLMJOBS_HOME/local")
+    signal_delay_s: int = Field(60, ge=1, description="checkpoint signal this long before the walltime")
 
 
 class _GatedExecutor(LocalExecutor):
@@ -103,9 +105,12 @@ class LocalBackend(Backend):
 
     def submit(self, job: StepJob) -> list[SubmittedJob]:
         job.folder.mkdir(parents=True, exist_ok=True)
-        executor = _GatedExecutor(folder=job.folder)
-        executor.update_parameters(timeout_min=max(1, job.resources.walltime_seconds // 60),
-                                   gpus_per_node=job.resources.gpus_per_node)
+        requeues = max((t.requeues for t in job.tasks), default=0)
+        executor = _GatedExecutor(folder=job.folder, max_num_timeout=requeues)
+        walltime_min = max(1, job.resources.walltime_seconds // 60)
+        # the checkpoint signal comes this long before the walltime: enough to save, short of half the run
+        executor.update_parameters(timeout_min=walltime_min, gpus_per_node=job.resources.gpus_per_node,
+                                   signal_delay_s=min(self.options.signal_delay_s, walltime_min * 30))
         deps = [{"folder": r.folder, "job_id": r.job_id, "marker": r.marker} for r in job.after]
         out = []
         for task in job.tasks:
