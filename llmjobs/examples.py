@@ -12,6 +12,9 @@ def sum_files(ctx: StepContext, pattern: str, out: str = "total.txt") -> dict:
     files = sorted(glob.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no file matches {pattern}")
-    total = sum(int(line) for f in files for line in open(f) if line.strip())
+    total = 0
+    for path in files:
+        with open(path) as f:
+            total += sum(int(line) for line in f if line.strip())
     (ctx.output_dir / out).write_text(f"{total}\n")
     return {"files": len(files), "total": total}

@@ -129,7 +129,7 @@ def _merge_defaults(raw: dict, source: str) -> dict:
     steps = raw.get("steps")
     if not isinstance(defaults, dict) or not isinstance(steps, dict):
         return raw  # pydantic reports the shape error
-    for name, step in steps.items():
+    for step in steps.values():
         if not isinstance(step, dict):
             continue
         for key in ("resources", "params"):

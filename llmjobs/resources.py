@@ -14,7 +14,7 @@ def parse_walltime(value: str | int) -> int:
 
     An int, or a string of digits alone, means minutes (as Slurm's ``--time=30``).
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # YAML's yes/no: a ValueError so pydantic reports it on the field
         raise ValueError("walltime must be HH:MM:SS, D-HH:MM:SS or minutes")
     if isinstance(value, int):
         if value <= 0:

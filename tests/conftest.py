@@ -37,7 +37,7 @@ class Cli:
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([*LLMJOBS, *map(str, args)], capture_output=True, text=True, env=self.env,
-                              timeout=timeout, cwd=ROOT)
+                              timeout=timeout, cwd=ROOT, check=False)
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([*LLMJOBS, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

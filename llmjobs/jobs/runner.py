@@ -14,9 +14,10 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 

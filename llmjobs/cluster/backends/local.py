@@ -142,8 +142,8 @@ class LocalBackend(Backend):
 
     def describe(self, job: StepJob) -> str:
         deps = ", ".join(r.job_id for r in job.after) or "none"
-        lines = [f"# local: {len(job.tasks)} process(es) for step {job.step!r}, at most {self.max_parallel} "
-                 f"jobs at once on this machine; waits for: {deps}",
+        lines = [(f"# local: {len(job.tasks)} process(es) for step {job.step!r}, at most {self.max_parallel} "
+                  f"jobs at once on this machine; waits for: {deps}"),
                  f"# walltime {job.resources.walltime}, submitit folder {job.folder}"]
         for t in job.tasks:
             lines.append(f"{sys.executable} -m llmjobs.cluster.backends.local {job.folder} <gate> "
@@ -156,7 +156,7 @@ def _visible_gpus() -> int:
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip()])
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
         return len([line for line in out.stdout.splitlines() if line.startswith("GPU")])
     except (OSError, subprocess.TimeoutExpired):
         return 0
