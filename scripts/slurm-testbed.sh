@@ -138,6 +138,12 @@ start_mariadb() {
     (setsid mysqld_safe --user=mysql >"$DIR/log/mariadb.out" 2>&1 &)
     wait_for 60 MariaDB mysqladmin ping
   fi
+  if [ "${1:-0}" = 1 ]; then
+    # a fresh controller state restarts job ids at 1: accounting kept from an earlier testbed would then
+    # hold old jobs under the new ids, and sacct would mix them (a new job read as an old one's end)
+    log "fresh controller state: starting with an empty accounting database"
+    mysql -uroot -e "DROP DATABASE IF EXISTS slurm_acct_db;"
+  fi
   mysql -uroot <<EOF
 CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
@@ -189,11 +195,12 @@ resume_down_nodes() {
 
 cmd_start() {
   need_root
-  local t0=$SECONDS
+  local t0=$SECONDS fresh=0
+  [ -e "$DIR/state/job_state" ] || pid_alive "$DIR/run/slurmctld.pid" || fresh=1
   install_packages
   write_configs
   start_munge
-  start_mariadb
+  start_mariadb "$fresh"
   start_slurmdbd
   start_slurmctld
   for n in "${NODES[@]}"; do start_slurmd "$n"; done
