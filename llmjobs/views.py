@@ -6,16 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmjobs.registry import Attempt, Run, Step
+from llmjobs.registry.models import as_utc
 
 
 def _iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).isoformat()
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    return None if dt is None else (dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+    dt = as_utc(dt)
+    return None if dt is None else dt.isoformat()
 
 
 def attempt_view(a: Attempt) -> dict[str, Any]:
@@ -26,10 +22,10 @@ def attempt_view(a: Attempt) -> dict[str, Any]:
 
 
 def step_elapsed(step: Step, now: datetime | None = None) -> float | None:
-    starts = [_utc(a.started_at) for sh in step.shards for a in sh.attempts if a.started_at]
+    starts = [as_utc(a.started_at) for sh in step.shards for a in sh.attempts if a.started_at]
     if not starts:
         return None
-    ends = [_utc(a.ended_at) for sh in step.shards for a in sh.attempts if a.ended_at]
+    ends = [as_utc(a.ended_at) for sh in step.shards for a in sh.attempts if a.ended_at]
     live = any(a.state in ("queued", "running", "submitting") for sh in step.shards for a in sh.attempts)
     end = (now or datetime.now(UTC)) if live or not ends else max(ends)
     return max(0.0, (end - min(starts)).total_seconds())

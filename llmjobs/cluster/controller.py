@@ -34,6 +34,7 @@ from llmjobs.errors import SchedulerError, UserError
 from llmjobs.jobs.task import ShardTask, done_marker, read_done
 from llmjobs.recipes import Plan, interpolate
 from llmjobs.registry import Artifact, Attempt, Registry, Run, Shard, Step
+from llmjobs.registry.models import as_utc
 from llmjobs.resources import Resources
 
 LIVE_ATTEMPT = ("submitting", "queued", "running")
@@ -45,11 +46,6 @@ SUBMIT_GRACE = timedelta(minutes=2)
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "run"
 
-
-def _utc(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite hands back naive datetimes
 
 
 def step_state_dir(run_dir: str | Path, step: str) -> Path:
@@ -200,7 +196,7 @@ class Controller:
                     done = read_done(done_marker(state, shard.index))
                     for a in shard.attempts:
                         if a.state == "submitting":
-                            if now - _utc(a.submitted_at) > SUBMIT_GRACE:
+                            if now - as_utc(a.submitted_at) > SUBMIT_GRACE:
                                 a.ended_at = now
                                 self.registry.transition(s, a, "lost", "submission was interrupted")
                             continue
