@@ -95,11 +95,15 @@ class Controller:
 
     @staticmethod
     def _task(run_id: str, run_dir: Path, step: str, kind: str, shard: int, num_shards: int, params: dict,
-              retries: int, requeues: int, attempt: int, profile: Profile) -> ShardTask:
+              retries: int, requeues: int, attempt: int, profile: Profile,
+              upstream: dict[str, int] | None = None) -> ShardTask:
+        """``upstream``: shard counts of the steps this one needs; their DONE markers become ``requires``."""
+        requires = tuple(str(done_marker(step_state_dir(run_dir, dep), i))
+                         for dep, n in (upstream or {}).items() for i in range(n))
         return ShardTask(run_id=run_id, step=step, kind=kind, shard=shard, num_shards=num_shards,
                          params=params, output_dir=str(Path(run_dir) / step),
                          state_dir=str(step_state_dir(run_dir, step)), attempt=attempt, retries=retries,
-                         env=dict(profile.env), requeues=requeues)
+                         env=dict(profile.env), requeues=requeues, requires=requires)
 
     def submit_ready(self, run_id: str) -> int:
         """Queue every shard that is not done and not live, in dependency order. Returns jobs queued."""
@@ -142,8 +146,9 @@ class Controller:
             attempts = [self.registry.new_attempt(s, shard, run.backend) for shard in todo]
             container = ContainerSpec.model_validate(step.container) if step.container else None
             folder = Path(run.run_dir) / "logs" / step_name / f"submit-{_next_round(run.run_dir, step_name)}"
+            upstream = {dep: steps[dep].num_shards for dep in step.after}
             tasks = [self._task(run.id, Path(run.run_dir), step_name, step.kind, sh.index, step.num_shards,
-                                step.params, step.retries, step.requeues, a.number, profile)
+                                step.params, step.retries, step.requeues, a.number, profile, upstream)
                      for sh, a in zip(todo, attempts)]
             job = StepJob(run_id=run.id, step=step_name, tasks=tasks, resources=Resources(**step.resources),
                           folder=folder, after=after, container=container,
@@ -330,8 +335,9 @@ def describe(plan: Plan, profile: Profile, name: str | None = None,
         spec = plan.step(step_name)
         container = spec.container or profile.container
         after = [r for d in plan.deps[step_name] for r in placeholders[d]]
+        upstream = {d: plan.step(d).shards for d in plan.deps[step_name]}
         tasks = [Controller._task(run_id, run_dir, step_name, spec.kind, i, spec.shards, resolved[step_name],
-                                  spec.retries, spec.requeues, 1, profile) for i in range(spec.shards)]
+                                  spec.retries, spec.requeues, 1, profile, upstream) for i in range(spec.shards)]
         job = StepJob(run_id=run_id, step=step_name, tasks=tasks, resources=spec.resources,
                       folder=run_dir / "logs" / step_name / "submit-1", after=after, container=container,
                       env=container_env(container, {}) if container else {})

@@ -23,7 +23,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from llmjobs import jobs
 from llmjobs.jobs.context import StepContext
-from llmjobs.jobs.task import ShardTask, read_done, write_done
+from llmjobs.jobs.task import ShardTask, missing_requirements, read_done, write_done, write_failure
 
 log = logging.getLogger("llmjobs.job")
 
@@ -38,6 +38,10 @@ def shard_lock(task: ShardTask, rank: int) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class DependencyNotSatisfied(RuntimeError):
+    """An upstream shard has no valid DONE marker: the scheduler released this job too early."""
 
 
 class ShardRunner(Checkpointable):
@@ -58,6 +62,13 @@ class ShardRunner(Checkpointable):
         if _done_before(task, ctx):
             log.info("%s shard %d already done; nothing to do", task.step, task.shard)
             return {"skipped": True}
+        missing = missing_requirements(task)
+        if missing:
+            # never run on partial input, whatever the scheduler's dependency semantics
+            reason = (f"dependency not satisfied: {len(missing)} upstream shard(s) have no DONE marker "
+                      f"(first: {missing[0]})")
+            write_failure(task.state_dir, task.shard, task.attempt, 1, reason)
+            raise DependencyNotSatisfied(reason)
         with shard_lock(task, ctx.rank):
             if _done_before(task, ctx):
                 log.info("%s shard %d finished by another attempt; nothing to do", task.step, task.shard)
@@ -72,8 +83,13 @@ class ShardRunner(Checkpointable):
                              task.num_shards, task.kind, ctx.rank, ctx.world_size, trial + 1)
                     result = fn(ctx) or {}
                     break
-                except Exception:
+                except Exception as e:
                     if trial == task.retries:
+                        if ctx.is_head:
+                            code = getattr(e, "code", None)
+                            write_failure(task.state_dir, task.shard, task.attempt,
+                                          code if isinstance(code, int) and code else 1,
+                                          f"{type(e).__name__}: {e}")
                         raise
                     log.warning("try %d failed, retrying in place:\n%s", trial + 1, traceback.format_exc())
             if ctx.is_head:

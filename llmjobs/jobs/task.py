@@ -31,6 +31,10 @@ class ShardTask:
     # times the scheduler may requeue the shard on timeout/preemption; > 0 only for kinds that checkpoint
     # (they resume from checkpoint_dir). 0: a timed-out shard fails with reason "timeout".
     requeues: int = 0
+    # DONE markers of every upstream shard: the runner refuses to start the kind unless each one is valid,
+    # whatever the scheduler's dependency semantics say (a real PBS server releases an array's afterok
+    # when the last subjob to finish succeeds, even if an earlier one failed)
+    requires: tuple[str, ...] = ()
 
     @property
     def done_marker(self) -> Path:
@@ -57,10 +61,56 @@ def write_done(marker: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, marker)
 
 
-def read_done(marker: Path) -> dict[str, Any] | None:
+def read_done(marker: Path | str) -> dict[str, Any] | None:
+    """The one reader of DONE markers, used by status, gates, resume and the runner alike.
+
+    A marker counts only if it is what ``write_done`` writes: a JSON object with an integer ``attempt`` and a
+    numeric ``time``. Anything else (truncated, hand-made, the wrong shape) means not done, never a crash.
+    """
     try:
-        return json.loads(marker.read_text())
-    except FileNotFoundError:
+        data = json.loads(Path(marker).read_text())
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, UnicodeDecodeError,
+            ValueError):
         return None
-    except ValueError:  # never written by write_done; treat as absent rather than trust it
+    if not isinstance(data, dict):
         return None
+    if not isinstance(data.get("attempt"), int) or isinstance(data.get("attempt"), bool):
+        return None
+    if not isinstance(data.get("time"), int | float) or isinstance(data.get("time"), bool):
+        return None
+    if "seconds" in data and not isinstance(data["seconds"], int | float):
+        return None
+    return data
+
+
+def missing_requirements(task: ShardTask) -> list[str]:
+    """Upstream DONE markers this shard needs that are absent or invalid."""
+    return [m for m in task.requires if read_done(m) is None]
+
+
+# ---- failure records: what a failed attempt leaves for the submitting side -----------------------------
+# Schedulers report a job's exit code in their own ways (submitit's local jobs always say 1); the runner
+# writes the kind's own exit code and reason here, and ``status`` prefers it to the scheduler's word.
+
+
+def failure_record(state_dir: Path | str, shard: int, attempt: int) -> Path:
+    return Path(state_dir) / f"shard-{shard:05d}.attempt-{attempt}.failed"
+
+
+def write_failure(state_dir: Path | str, shard: int, attempt: int, exit_code: int, reason: str) -> None:
+    path = failure_record(state_dir, shard, attempt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"exit_code": int(exit_code), "reason": str(reason)[:2000], "time": time.time(),
+                               "host": socket.gethostname()}))
+    os.replace(tmp, path)
+
+
+def read_failure(state_dir: Path | str, shard: int, attempt: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(failure_record(state_dir, shard, attempt).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("exit_code"), int):
+        return None
+    return data
