@@ -56,8 +56,9 @@ install_packages() {
 }
 
 installed_version() {
-  [ -x "$PREFIX/sbin/pbs_server" ] || return 1
-  cat "$PREFIX/.llmjobs-testbed-version" 2>/dev/null
+  # the marker is written after pbs_postinstall, so an interrupted install is built again
+  [ -x "$PREFIX/sbin/pbs_server" ] && [ -f "$PREFIX/.llmjobs-testbed-version" ] || return 1
+  "$PREFIX/sbin/pbs_server" --version 2>/dev/null | sed -n 's/^pbs_version = //p'
 }
 
 build_install() {
@@ -85,13 +86,16 @@ build_install() {
   "$PREFIX/libexec/pbs_postinstall" >>"$BUILD_DIR/build.log" 2>&1 \
     || die "pbs_postinstall failed; log in $BUILD_DIR/build.log"
   echo "$VERSION" >"$PREFIX/.llmjobs-testbed-version"
+  rm -rf "$src"  # ~180 MB of objects; the log stays
   log "built and installed in $((SECONDS - t0))s"
 }
 
 in_ns() { ip netns exec "$NS" "$@"; }
 
+ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$NS"; }
+
 make_namespace() {
-  ip netns list | grep -qw "^$NS" || ip netns add "$NS"
+  ns_exists || ip netns add "$NS"
   in_ns ip link set lo up
   # the address lives on the namespace's own loopback; this machine's namespace never gets it
   in_ns ip -4 addr show dev lo | grep -q " $ADDR/" || in_ns ip addr add "$ADDR/32" dev lo
@@ -207,7 +211,7 @@ cmd_start() {
 
 cmd_stop() {
   need_root
-  [ -x "$PREFIX/libexec/pbs_init.d" ] && ip netns list | grep -qw "^$NS" || return 0
+  [ -x "$PREFIX/libexec/pbs_init.d" ] && ns_exists || return 0
   if server_answers; then
     # delete what is left so that jobs do not outlive their daemons, one id at a time (a qdel of several
     # subjobs of one array plus another job crashes this release's server)
@@ -223,7 +227,7 @@ cmd_stop() {
 cmd_status() {
   [ -x "$PREFIX/sbin/pbs_server" ] || { echo "OpenPBS: not installed in $PREFIX"; return 1; }
   echo "OpenPBS $(installed_version || echo '?') in $PREFIX; netns $NS; server $HOSTNAME_PBS ($ADDR)"
-  ip netns list | grep -qw "^$NS" || { echo "netns $NS: missing"; return 1; }
+  ns_exists || { echo "netns $NS: missing"; return 1; }
   local d
   for d in pbs_comm pbs_server.bin pbs_sched pbs_mom; do
     if in_ns pgrep -x "$d" >/dev/null 2>&1; then echo "$d: running"; else echo "$d: stopped"; fi

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import attempts, wait_for
+from .conftest import REPO, attempts, wait_for
 
 pytestmark = [pytest.mark.pbs_real, pytest.mark.timeout(300)]
 
@@ -71,6 +71,22 @@ def _submit(cli, *args) -> str:
 
 def _ended(view: dict) -> bool:
     return view["status"] not in ("pending", "queued", "running", "submitting")
+
+
+def test_quickstart_runs_as_one_array_between_two_jobs(real_cli, profile, tmp_path):
+    r = real_cli("submit", REPO / "recipes" / "quickstart.yaml", "--cluster", profile, "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = r.stdout.strip().splitlines()[0]
+    view = real_cli.status(run_id)
+    assert view["status"] == "succeeded", view
+    square = attempts(view, "square")
+    array = square[0][0]["job_id"].split("[")[0]
+    assert [square[i][0]["job_id"] for i in range(4)] == [f"{array}[{i}].pbs-testbed" for i in range(4)]
+    run_dir = tmp_path / "runs" / run_id
+    assert int((run_dir / "total" / "total.txt").read_text().split()[0]) == sum(i * i for i in range(1, 101))
+    # the server took the DAG at once: afterok on the job before, on the whole array for the last step
+    script = next((run_dir / "logs" / "total" / "submit-1").glob("*_submission.sh")).read_text()
+    assert f"#PBS -W depend=afterok:{array}[].pbs-testbed" in script
 
 
 def test_downstream_step_never_runs_on_partial_input_and_resume_completes(real_cli, profile, tmp_path):
