@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import REPO, attempts, wait_for
 
-pytestmark = [pytest.mark.pbs_real, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.pbs_real, pytest.mark.slow, pytest.mark.timeout(300)]
 
 # shard 3 of B fails at once while the other three are still busy: the LAST subjob to end exits 0, and on
 # this server that releases C's afterok on B's array although B failed
