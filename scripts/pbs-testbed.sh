@@ -18,7 +18,8 @@
 # Why a network namespace: PBS's network layer (TPP) skips every 127.0.0.0/8 address, so the server's name must
 # resolve to another address. That address lives on the loopback of a namespace made for the test bed, never in
 # this machine's own namespace; every daemon, client (qsub, qstat, qdel) and job runs inside that namespace.
-# pbs_comm moves off its default port 17001, which the Slurm test bed's slurmd n1 holds.
+# pbs_comm listens on 17101, not its default 17001 (the Slurm test bed's slurmd n1), so the two never meet,
+# even without the namespace.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,7 @@ COMM_PORT=17101
 QUEUE=workq
 PACKAGES=(gcc make libtool libhwloc-dev libx11-dev libxt-dev libedit-dev libical-dev libncurses-dev perl
   postgresql-server-dev-all postgresql-contrib postgresql python3-dev tcl-dev tk-dev swig libexpat1-dev
-  libssl-dev libxext-dev libxft-dev autoconf automake g++ libcjson-dev expat hwloc)
+  libssl-dev libxext-dev libxft-dev autoconf automake g++ libcjson-dev expat hwloc iproute2 patch)
 
 log() { echo "[pbs-testbed] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -64,7 +65,8 @@ installed_version() {
 build_install() {
   if [ "$(installed_version || true)" = "$VERSION" ]; then return 0; fi
   local tarball="$SRC/openpbs-$VERSION.tar.gz" patch="$SRC/0001-compile-with-python-3.11.patch"
-  [ -f "$tarball" ] || die "no OpenPBS source at $tarball (set LLMJOBS_OPENPBS_SRC to the folder holding it)"
+  [ -f "$tarball" ] && [ -f "$patch" ] \
+    || die "no OpenPBS source and patch in $SRC (set LLMJOBS_OPENPBS_SRC to the folder holding them)"
   install_packages
   local t0=$SECONDS jobs
   jobs=$(nproc)
@@ -76,7 +78,7 @@ build_install() {
   (
     cd "$src"
     # Debian 12's Python 3.11 has no <eval.h> (upstream commit 1d17427c, not in the 23.06 release)
-    [ -f "$patch" ] && patch -p1 -N <"$patch"
+    patch -p1 <"$patch"
     ./autogen.sh
     ./configure --prefix="$PREFIX" PYTHON=/usr/bin/python3
     make -j"$jobs"
