@@ -2,13 +2,14 @@
 # A real OpenPBS 23.06 server on this one host, for the `pbs_real` tests (tests/pbs/real/).
 #
 #   bash scripts/pbs-testbed.sh start          install the build dependencies if missing, build and install
-#                                              OpenPBS into /opt/pbs once per machine (~7-10 min on 2 cores;
-#                                              later starts reuse it), create the network namespace, start
+#                                              OpenPBS into /opt/pbs once per machine (~10 min on 2 busy
+#                                              cores; later starts reuse it), create the network namespace, start
 #                                              pbs_comm, pbs_server, pbs_sched and pbs_mom inside it, configure
 #                                              the server; returns once the node is free. Prints the shim dir.
 #   bash scripts/pbs-testbed.sh stop           delete what is left of the jobs, stop the daemons
 #   bash scripts/pbs-testbed.sh status         print what runs (exit 0 when the server answers)
 #   bash scripts/pbs-testbed.sh exec -- CMD    run CMD inside the namespace (e.g. exec -- qstat -f)
+#   bash scripts/pbs-testbed.sh build          only install the dependencies, build and install (once)
 #   bash scripts/pbs-testbed.sh bin            print the shim dir (qsub/qstat/qdel/qmgr/pbsnodes that run
 #                                              the real commands inside the namespace); put it first on PATH
 #
@@ -70,7 +71,7 @@ build_install() {
   install_packages
   local t0=$SECONDS jobs
   jobs=$(nproc)
-  log "building OpenPBS $VERSION into $PREFIX (once per machine; ~7-10 min on 2 cores); log in $BUILD_DIR/build.log"
+  log "building OpenPBS $VERSION into $PREFIX (once per machine; 4.5 min of CPU, ~10 min on 2 busy cores); log in $BUILD_DIR/build.log"
   rm -rf "$BUILD_DIR"
   mkdir -p "$BUILD_DIR"
   tar -xzf "$tarball" -C "$BUILD_DIR"
@@ -146,7 +147,8 @@ configure_server() {
   qmgr_c "set server job_history_duration = 02:00:00"
   qmgr_c "set server scheduler_iteration = 10"
   qmgr_c "list node $HOSTNAME_PBS" >/dev/null 2>&1 || qmgr_c "create node $HOSTNAME_PBS"
-  # more slots than cores: test jobs mostly sleep, and all shards of a 4-shard array should run at once
+  # more slots than cores (test jobs mostly sleep): a 4-shard array runs at once, and the cancel test fills
+  # the node with 11 jobs so that some subjobs are still queued
   qmgr_c "set node $HOSTNAME_PBS resources_available.ncpus = 8"
   # a default queue, and ABCI's resource types, which are queues that the test profiles name
   local q
@@ -252,5 +254,5 @@ case "${1:-}" in
     export PATH="$PREFIX/bin:$PATH"
     exec ip netns exec "$NS" "$@"
     ;;
-  *) echo "usage: $0 start|stop|status|bin|exec -- CMD" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|build|bin|exec -- CMD" >&2; exit 2 ;;
 esac
