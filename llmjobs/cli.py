@@ -269,7 +269,7 @@ def eval_(
     cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="profile name or YAML path")] = None,
     nodes: Annotated[int, typer.Option(help="nodes for the evaluation")] = 1,
     gpus_per_node: Annotated[int, typer.Option(help="GPUs per node")] = 0,
-    walltime: Annotated[str | None, typer.Option(help="HH:MM:SS")] = None,
+    walltime: Annotated[str | None, typer.Option(help="hours:minutes:seconds, days-hours[:minutes[:seconds]] or minutes")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. steps.eval.params.seed=1")] = None,
     name: Annotated[str | None, typer.Option(help="run name")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run; print the report; exit 1 if it fails")] = False,

@@ -26,7 +26,7 @@ CASES = {
     "ref_missing": ("name: x\nsteps:\n  a: {kind: shell, params: {command: 'cat ${steps.gone.output}/x'}}\n",
                     ["step 'a'", "field 'params'", "${steps.gone.output}", "no step 'gone'"]),
     "bad_walltime": ("name: x\nsteps:\n  a: {kind: shell, resources: {walltime: '1 hour'}, params: {command: 'true'}}\n",
-                     ["step 'a'", "resources.walltime", "HH:MM:SS"]),
+                     ["step 'a'", "resources.walltime", "hours:minutes:seconds", "days-hours:minutes"]),
     "bad_resources": ("name: x\nsteps:\n  a: {kind: shell, resources: {gpus_per_node: -1}, params: {command: 'true'}}\n",
                       ["step 'a'", "resources.gpus_per_node", "greater than or equal to 0"]),
     "unknown_resource": ("name: x\nsteps:\n  a: {kind: shell, resources: {gpu: 1}, params: {command: 'true'}}\n",
