@@ -51,7 +51,8 @@ class EvalParams(BaseModel):
     ray_node_cpus: int | None = Field(None, ge=1, description="CPUs each Ray node offers (default: all it has)")
     chunk: int | None = Field(None, ge=1, description="problems handed to an engine at a time")
     unclosed: Literal["count_wrong", "grade_reasoning"] = "count_wrong"
-    expect_think: bool | None = Field(None, description="outputs must close </think> (default: think templates)")
+    expect_think: bool | None = Field(None, description="every output must close </think> (default: only when the "
+                                      "model's chat template opens <think> in the prompt)")
     grade_workers: int | None = Field(None, ge=1)
     grade_timeout: float = Field(5.0, gt=0)
 
@@ -168,7 +169,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     from llmjobs.jobs.eval.score import grade_samples
 
     records = collect(out / GEN_DIR, [i for i, _ in items], p.samples)
-    expect_think = p.expect_think if p.expect_think is not None else p.template == "think_boxed"
+    # Decided from the model's chat template: only a prompt that leaves <think> open makes a missing </think> a
+    # reasoning failure; otherwise each output decides for itself (one that opens <think> must close it).
+    from llmjobs.jobs.eval.prompts import opens_think
+
+    expect_think = p.expect_think if p.expect_think is not None else any(opens_think(t) for _, t in items)
     meta = {"model": p.model, "adapter": p.adapter, "data": p.data, "template": p.template,
             "engine": p.engine, "pool": pool, "nodes": ctx.world_size, "sampling": stats["sampling"],
             "generation": {k: stats[k] for k in ("generated_samples", "generated_tokens", "already_on_disk",
