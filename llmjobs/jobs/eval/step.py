@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llmjobs.errors import UserError
 from llmjobs.jobs.context import StepContext
-from llmjobs.jobs.eval.data import FieldMap
+from llmjobs.jobs.eval.data import FieldMap, check_data
 
 log = logging.getLogger("llmjobs.eval")
 
@@ -55,6 +56,18 @@ class EvalParams(BaseModel):
                                       "model's chat template opens <think> in the prompt)")
     grade_workers: int | None = Field(None, ge=1)
     grade_timeout: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_data(self) -> EvalParams:
+        """The data file and field mapping are checked at submit, unless ``data`` is an upstream step's output
+        (``${steps.X.output}``: it does not exist yet)."""
+        if "${" in self.data:
+            return self
+        try:
+            check_data(self.data, self.fields, self.preset)
+        except UserError as e:
+            raise ValueError(f"data/fields/preset: {e}") from None
+        return self
 
 
 def _gpus_here() -> int:
