@@ -21,7 +21,8 @@ def _median(cmd: list[str], env: dict[str, str], runs: int) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(cmd, env=env, cwd=env["LLMJOBS_HOME"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)  # cwd: `-m` puts it first on sys.path
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
