@@ -91,3 +91,26 @@ def test_format_walltime_keeps_seconds(seconds, text):
     assert format_walltime(seconds) == text
     assert parse_walltime(text) == seconds
     assert Resources(walltime="00:00:20").walltime_seconds == 20
+
+
+def test_python_function_is_checked_without_importing(tmp_path, monkeypatch):
+    """The module is found on sys.path and its source read, never executed (it would raise here)."""
+    (tmp_path / "jobmod.py").write_text("raise RuntimeError('imported')\ntry:\n    import numpy as np\n"
+                                        "except ImportError:\n    np = None\ndef work(ctx):\n    pass\n"
+                                        "if __name__ == '__main__':\n    work(None)\n")
+    (tmp_path / "broken.py").write_text("def work(ctx:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def plan(function: str):
+        return plan_from_dict({"name": "r", "steps": {"p": {"kind": "python", "params": {"function": function}}}},
+                              "r.yaml")
+
+    assert plan("jobmod:work").order == ["p"]
+    assert plan("jobmod:np").order == ["p"]
+    with pytest.raises(UserError, match=r"(?s)step 'p'.*defines no 'wrok'"):
+        plan("jobmod:wrok")
+    with pytest.raises(UserError, match="syntax error at line 1"):
+        plan("broken:work")
+    with pytest.raises(UserError, match="'jobmodd' is not importable"):
+        plan("jobmodd:work")
+    assert plan("os.path:join").order == ["p"]  # already imported: looked up directly

@@ -51,14 +51,15 @@ def _spec(module: str):
     return spec
 
 
-def _top_level_names(tree: ast.Module) -> set[str] | None:
-    """Names a module defines at its top level; None when it may define others dynamically."""
+def _top_level_names(body: list[ast.stmt]) -> set[str] | None:
+    """Names a module defines at its top level (also inside top-level ``if``/``try``/``with`` blocks, e.g. an
+    optional import); None when it may define others dynamically (``__getattr__``, ``import *``)."""
     names: set[str] = set()
-    for node in tree.body:
+    for node in body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
             if node.name == "__getattr__":
                 return None
+            names.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 if alias.name == "*":
@@ -69,7 +70,13 @@ def _top_level_names(tree: ast.Module) -> set[str] | None:
             for t in targets:
                 names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
         elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
-            return None  # conditional definitions: not worth second-guessing
+            blocks = [getattr(node, "body", []), getattr(node, "orelse", []), getattr(node, "finalbody", [])]
+            blocks += [h.body for h in getattr(node, "handlers", [])]
+            for block in blocks:
+                inner = _top_level_names(block)
+                if inner is None:
+                    return None
+                names |= inner
     return names
 
 
@@ -97,7 +104,7 @@ def check_function(target: str) -> None:
         raise ValueError(f"module {module!r} ({origin}) has a syntax error at line {e.lineno}: {e.msg}") from None
     except (OSError, ValueError):
         return
-    names = _top_level_names(tree)
+    names = _top_level_names(tree.body)
     first = attr.split(".")[0]
     if names is not None and first not in names:
         raise ValueError(f"module {module!r} ({origin}) defines no {first!r} at its top level")
