@@ -165,8 +165,10 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def check_run_name(name: str, what: str = "--name") -> None:
-    if not _NAME.fullmatch(name):
-        raise UserError(f"{what} {name!r}: use {NAME_RULE}")
+    """A run's display name is free text ("my run"; the run id is made from it) on one printable line."""
+    if not name.strip() or len(name) > 100 or not name.isprintable():
+        raise UserError(f"{what} {name!r}: a run name is 1 to 100 printable characters on one line "
+                        "(no newline, tab or control characters)")
 
 
 def plan_from_dict(raw: Any, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Plan:

@@ -231,10 +231,9 @@ def test_registry_urls(cli, home, tmp_path, seeded):
 def test_messages_keep_square_brackets(cli, home, tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("name: good\n" + GOOD_STEPS)
-    r = cli("submit", good, "--name", "llmjobs[postgres]")
-    assert r.returncode == 2 and "--name 'llmjobs[postgres]'" in _one_line(r)  # not eaten as Rich markup
-    r = cli("submit", good, "--name", "ok\n")
-    assert r.returncode == 2 and "letters, digits" in _one_line(r)
+    r = cli("submit", good, "--name", "llmjobs[postgres]\n")
+    assert r.returncode == 2, r.stderr
+    assert "--name 'llmjobs[postgres]\\n'" in _one_line(r) and "no newline" in _one_line(r)  # no markup eaten
     assert _counts(home) == (0, 0, 0, 0)
 
 
