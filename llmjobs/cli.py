@@ -88,23 +88,20 @@ def _main(registry: RegistryOpt = None, debug: DebugOpt = False) -> None:
     _State.debug = debug
 
 
-def table(*ids: str, **kwargs) -> Table:
-    """A Rich table for this CLI. Columns named in ``ids`` hold run ids (what users copy): they never wrap or
-    get cut with an ellipsis; the other columns fold to make room."""
+def table(**kwargs) -> Table:
+    """A Rich table for this CLI: other columns fold to make room, run ids (what users copy) never do."""
     from rich.table import Table
 
-    t = Table(**kwargs)
-    t._llmjobs_ids = set(ids)  # type: ignore[attr-defined]
-    return t
+    return Table(**kwargs)
 
 
-def add_column(t: Table, header: str, values: list[str] | None = None) -> None:
-    """Add a column under the CLI's policy (see ``table``); ``values`` sizes an id column."""
-    if header in getattr(t, "_llmjobs_ids", ()):
-        width = max([len(header), *(len(v) for v in values or [])])
-        t.add_column(header, no_wrap=True, overflow="ignore", min_width=width)
-    else:
-        t.add_column(header, overflow="fold")
+def add_column(t: Table, header: str) -> None:
+    t.add_column(header, overflow="fold")
+
+
+def add_id_column(t: Table, header: str, values: list[str]) -> None:
+    """A column of run ids: as wide as the longest, never wrapped or cut with an ellipsis."""
+    t.add_column(header, no_wrap=True, overflow="ignore", min_width=max([len(header), *map(len, values)]))
 
 
 def _styled(status: str) -> str:
@@ -250,9 +247,10 @@ def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = table("id")
-    for col in ("id", "name", "status", "backend", "created"):
-        add_column(t, col, [r["id"] for r in rows])
+    t = table()
+    add_id_column(t, "id", [r["id"] for r in rows])
+    for col in ("name", "status", "backend", "created"):
+        add_column(t, col)
     for r in rows:
         t.add_row(r["id"], r["name"], _styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
     out.print(t)
