@@ -1,19 +1,26 @@
-"""The ``llmjobs`` command: parse, call the controller, print. Exit codes: 0 ok, 1 run failed, 2 bad input."""
+"""The ``llmjobs`` command: parse, call the controller, print. Exit codes: 0 ok, 1 run failed, 2 bad input.
+
+Start-up is kept short: the controller, the registry (SQLAlchemy), the backends (submitit) and Rich's tables
+are imported inside the commands that use them, so ``llmjobs --help`` loads typer and little else.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from llmjobs.errors import SchedulerError, UserError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Run math-reasoning LLM jobs on clusters, with a registry that resumes.")
@@ -24,22 +31,77 @@ STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "r
                 "queued": "blue", "pending": "dim"}
 RegistryOpt = Annotated[str | None, typer.Option("--registry", help="SQLAlchemy URL; default "
                         "$LLMJOBS_REGISTRY or sqlite:///$LLMJOBS_HOME/registry.db", envvar="LLMJOBS_REGISTRY")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="on an unexpected error, show the Python traceback",
+                                        envvar="LLMJOBS_DEBUG")]
 
 
 class _State:
     registry_url: str | None = None
+    debug: bool = False
+
+
+def _check_registry_url(url: str) -> None:
+    """Refuse what SQLAlchemy would turn into a traceback or, for SQLite, silently into a new empty registry."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UserError(f"registry URL {url!r} is not a SQLAlchemy URL; use sqlite:////abs/path/registry.db or "
+                        "postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).expanduser().parent
+    if not folder.is_dir():
+        raise UserError(f"registry URL {parsed.render_as_string(hide_password=True)}: folder {folder} does not "
+                        "exist; create it first (a registry URL never creates folders, so a typo cannot start a "
+                        "new empty registry)")
 
 
 def _controller(registry_url: str | None = None):
+    from sqlalchemy.exc import SQLAlchemyError
+
     from llmjobs.cluster.controller import Controller
     from llmjobs.registry import Registry
 
-    return Controller(Registry(registry_url or _State.registry_url))
+    url = registry_url or _State.registry_url
+    if url:
+        _check_registry_url(url)
+    try:
+        return Controller(Registry(url))
+    except SQLAlchemyError as e:
+        from sqlalchemy.engine import make_url
+
+        from llmjobs import settings
+
+        shown = make_url(settings.registry_url(url)).render_as_string(hide_password=True)  # checked above
+        cause = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise UserError(f"cannot open the registry {shown}: {cause}") from None
+    except OSError as e:
+        raise UserError(f"cannot open the registry: {e.strerror or e}: {e.filename or ''}".rstrip(": ")) from None
 
 
 @app.callback()
-def _main(registry: RegistryOpt = None) -> None:
+def _main(registry: RegistryOpt = None, debug: DebugOpt = False) -> None:
     _State.registry_url = registry
+    _State.debug = debug
+
+
+def table(**kwargs) -> Table:
+    """A Rich table for this CLI: other columns fold to make room, run ids (what users copy) never do."""
+    from rich.table import Table
+
+    return Table(**kwargs)
+
+
+def add_column(t: Table, header: str) -> None:
+    t.add_column(header, overflow="fold")
+
+
+def add_id_column(t: Table, header: str, values: list[str]) -> None:
+    """A column of run ids: as wide as the longest, never wrapped or cut with an ellipsis."""
+    t.add_column(header, no_wrap=True, overflow="ignore", min_width=max([len(header), *map(len, values)]))
 
 
 def _styled(status: str) -> str:
@@ -49,10 +111,10 @@ def _styled(status: str) -> str:
 def _status_table(view: dict) -> Table:
     from llmjobs.views import fmt_seconds
 
-    t = Table(title=f"run {view['id']} ({view['name']}): {_styled(view['status'])}  [dim]{view['run_dir']}[/]",
+    t = table(title=f"run {view['id']} ({view['name']}): {_styled(view['status'])}  [dim]{view['run_dir']}[/]",
               title_justify="left")
     for col in ("step", "kind", "status", "shards", "attempts", "elapsed", "last problem"):
-        t.add_column(col)
+        add_column(t, col)
     for st in view["steps"]:
         attempts = sum(len(sh["attempts"]) for sh in st["shards"])
         problems = [f"[{sh['index']}] {a['reason']}" for sh in st["shards"] for a in sh["attempts"][-1:]
@@ -96,12 +158,29 @@ def _wait(ctl, run_id: str, quiet: bool = False) -> int:
 
         status = ctl.wait(run_id, on_tick=tick)
     else:
-        with Live(console=out, refresh_per_second=2) as live:
+        from rich.live import Live
+
+        # transient: the live table is erased at the end, so exactly one table stays on the screen
+        with Live(console=out, refresh_per_second=2, transient=True) as live:
             status = ctl.wait(run_id, on_tick=lambda: live.update(_status_table(_view(ctl, run_id))))
     view = _view(ctl, run_id)
-    if quiet or not out.is_terminal:
-        err.print(_status_table(view))
+    (err if quiet or not out.is_terminal else out).print(_status_table(view))
     return 0 if status == "succeeded" else 1
+
+
+def _check_runs_dir(profile) -> None:
+    """The profile's work_dir must be a folder this user can create runs in: checked before anything is
+    recorded, so a bad work_dir never leaves a run whose folder cannot exist."""
+    import tempfile
+
+    runs = profile.runs_dir()
+    where = f"work_dir {runs}" + (f" (cluster profile {profile.name!r})" if getattr(profile, "name", None) else "")
+    try:
+        runs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.rmdir(tempfile.mkdtemp(prefix=".llmjobs-check-", dir=runs))
+    except OSError as e:
+        raise UserError(f"{where}: cannot create run folders there ({e.strerror or e}); set work_dir in the "
+                        "cluster profile to a writable (shared) folder") from None
 
 
 @app.command()
@@ -115,8 +194,10 @@ def submit(
 ) -> None:
     """Validate a recipe and submit every step; prints the run id."""
     from llmjobs.cluster.profiles import load_profile
-    from llmjobs.recipes import load_recipe
+    from llmjobs.recipes import check_run_name, load_recipe
 
+    if name is not None:
+        check_run_name(name)
     plan = load_recipe(recipe, set_ or [])
     profile = load_profile(cluster)
     if dry_run:  # touches no registry
@@ -124,6 +205,7 @@ def submit(
 
         out.print(describe(plan, profile, name=name), markup=False, highlight=False, soft_wrap=True)
         return
+    _check_runs_dir(profile)
     ctl = _controller()
     run_id = ctl.submit(plan, profile, name=name)
     print(run_id, flush=True)
@@ -165,9 +247,10 @@ def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table()
-    for col in ("id", "name", "status", "backend", "created"):
-        t.add_column(col)
+    t = table()
+    add_id_column(t, "id", [r["id"] for r in rows])
+    for col in ("name", "status", "backend", "created"):
+        add_column(t, col)
     for r in rows:
         t.add_row(r["id"], r["name"], _styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
     out.print(t)
@@ -208,8 +291,9 @@ def logs(
             except FileNotFoundError:
                 continue
             if data:
-                if headers:
-                    err.print(f"==> {p} <==", style="dim")
+                if headers:  # one line, however long the path: written as is, not wrapped by Rich
+                    sys.stderr.write(f"==> {p} <==\n")
+                    sys.stderr.flush()
                 sys.stdout.write(data.decode(errors="replace"))
                 sys.stdout.flush()
                 offsets[p] += len(data)
@@ -269,7 +353,7 @@ def eval_(
     cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="profile name or YAML path")] = None,
     nodes: Annotated[int, typer.Option(help="nodes for the evaluation")] = 1,
     gpus_per_node: Annotated[int, typer.Option(help="GPUs per node")] = 0,
-    walltime: Annotated[str | None, typer.Option(help="HH:MM:SS")] = None,
+    walltime: Annotated[str | None, typer.Option(help="hours:minutes:seconds, days-hours[:minutes[:seconds]] or minutes")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. steps.eval.params.seed=1")] = None,
     name: Annotated[str | None, typer.Option(help="run name")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run; print the report; exit 1 if it fails")] = False,
@@ -290,6 +374,7 @@ def eval_(
 
         out.print(describe(plan, profile), markup=False, highlight=False, soft_wrap=True)
         return
+    _check_runs_dir(profile)
     ctl = _controller()
     run_id = ctl.submit(plan, profile)
     print(run_id, flush=True)
@@ -328,9 +413,9 @@ def kinds() -> None:
     """List the step kinds this installation knows."""
     from llmjobs import jobs
 
-    t = Table()
-    t.add_column("kind")
-    t.add_column("what it does")
+    t = table()
+    add_column(t, "kind")
+    add_column(t, "what it does")
     for k in sorted(jobs.kinds().values(), key=lambda k: k.name):
         t.add_row(k.name, k.summary)
     out.print(t)
@@ -345,14 +430,44 @@ def _mount_evaluation() -> None:
 _mount_evaluation()
 
 
+def _say(label: str, message: object) -> None:
+    """One message on stderr; its text is printed as is (no Rich markup: ``llmjobs[postgres]`` survives)."""
+    err.print(Text(label, style="red") + Text(str(message)), highlight=False, soft_wrap=True)
+
+
+def _cause(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def main() -> None:
+    # Run folders, job pickles and gate files hold the profile's environment (tokens): private to the user.
+    os.umask(0o077)
+    debug = "--debug" in sys.argv[1:] or os.environ.get("LLMJOBS_DEBUG", "").lower() in ("1", "true", "yes")
     try:
         app(standalone_mode=True)
     except UserError as e:
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        _say("error: ", e)
         sys.exit(2)
     except SchedulerError as e:
-        err.print(f"[red]scheduler error:[/] {e}", highlight=False)
+        if debug or _State.debug:
+            raise
+        _say("scheduler error: ", e)
+        sys.exit(1)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except RecursionError:
+        if debug or _State.debug:
+            raise
+        _say("error: ", "input nested too deeply to process")
+        sys.exit(2)
+    except Exception as e:  # every unexpected failure is one line; --debug shows the traceback
+        if debug or _State.debug:
+            raise
+        _say("error: ", f"{_cause(e)} (run with --debug for the traceback)")
         sys.exit(1)
 
 

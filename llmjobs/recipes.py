@@ -22,7 +22,14 @@ from llmjobs.cluster.profiles import format_validation
 from llmjobs.errors import UserError
 from llmjobs.resources import Resources
 
-NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,99}$"
+NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,99}$"  # for pydantic's (Rust) regex, where $ is the very end
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}")  # for Python: fullmatch, since there $ also matches before "\n"
+NAME_RULE = "letters, digits, '_' and '-', starting with a letter, at most 100 characters"
+# A recipe is a page of YAML; these bound what a mistake (or an alias bomb) can make validation chew on, and
+# what lands in the registry and in every job's arguments.
+MAX_RECIPE_BYTES = 1_000_000
+MAX_NODES = 100_000  # scalars, lists and mappings after aliases are expanded
+MAX_DEPTH = 64
 REF = re.compile(r"\$\{(steps|run)\.([A-Za-z0-9_.-]+)\}")
 
 
@@ -72,15 +79,96 @@ class Plan:
         return self.recipe.steps[name]
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (YAML says keys are unique; PyYAML keeps the last silently)."""
+
+    source = "recipe"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise UserError(f"{self.source}: duplicate key {key!r} at line {line} (first at line {seen[key]}); "
+                                "keys of a mapping must be unique: rename or remove one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_size(node: yaml.Node, source: str) -> None:
+    """Count nodes as if every alias were expanded, without expanding them (memoised per node)."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+
+    def walk(n: yaml.Node) -> tuple[int, int]:
+        if id(n) in sizes:
+            return sizes[id(n)], depths[id(n)]
+        sizes[id(n)], depths[id(n)] = 1, 1  # a recursive alias counts once
+        size, depth = 1, 1
+        if isinstance(n, yaml.SequenceNode):
+            children = n.value
+        elif isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        else:
+            children = []
+        for c in children:
+            cs, cd = walk(c)
+            size, depth = size + cs, max(depth, cd + 1)
+            if depth > MAX_DEPTH:
+                raise UserError(f"{source}: nested more than {MAX_DEPTH} levels deep (line {c.start_mark.line + 1})")
+            if size > MAX_NODES:
+                raise UserError(f"{source}: more than {MAX_NODES:,} values once YAML aliases are expanded; "
+                                "a recipe this large is a mistake (or an alias bomb)")
+        sizes[id(n)], depths[id(n)] = size, depth
+        return size, depth
+
+    walk(node)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """YAML text -> data, with unique keys and bounded size and depth; every problem is a ``UserError``."""
+    loader = _StrictLoader(text)
+    loader.name = loader.source = source  # marks in YAML errors name the file, not "<unicode string>"
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise UserError(f"{source}: malformed YAML: {e}") from None
+    except RecursionError:
+        raise UserError(f"{source}: nested too deeply (more than {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: malformed YAML: {e}") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_RECIPE_BYTES + 1)
     except OSError as e:
-        raise UserError(f"{path}: cannot read recipe: {e.strerror}") from None
-    return plan_from_dict(raw, str(path), overrides)
+        raise UserError(f"{path}: cannot read recipe: {e.strerror or e}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise UserError(f"{path}: larger than {MAX_RECIPE_BYTES // 1_000_000} MB; a recipe names its data and "
+                        "models by path instead of holding them")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); save the recipe as UTF-8") from None
+    return plan_from_dict(load_yaml(text, str(path)), str(path), overrides)
+
+
+def check_run_name(name: str, what: str = "--name") -> None:
+    """A run's display name is free text ("my run"; the run id is made from it) on one printable line."""
+    if not name.strip() or len(name) > 100 or not name.isprintable():
+        raise UserError(f"{what} {name!r}: a run name is 1 to 100 printable characters on one line "
+                        "(no newline, tab or control characters)")
 
 
 def plan_from_dict(raw: Any, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
@@ -110,8 +198,10 @@ def apply_override(raw: dict, item: str, source: str) -> None:
             raise UserError(f"--set {item!r}: {source} has no step {parts[1]!r}; "
                             f"steps are: {', '.join(steps) or '(none)'}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        parsed = load_yaml(value, f"--set {item!r}") if value.strip() else ""
+    except UserError as e:
+        if "malformed YAML" not in str(e):
+            raise
         parsed = value
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -166,8 +256,8 @@ def _check_steps(recipe: Recipe, source: str) -> dict[str, list[str]]:
     known = jobs.kinds()
     deps: dict[str, list[str]] = {}
     for name, step in recipe.steps.items():
-        if not re.match(NAME, name):
-            raise UserError(f"{source}: step name {name!r}: use letters, digits, '_' and '-', starting with a letter")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise UserError(f"{source}: step name {name!r}: use {NAME_RULE}")
         if step.kind not in known:
             raise UserError(f"{source}: step {name!r}, field 'kind': unknown kind {step.kind!r}; "
                             f"allowed: {', '.join(sorted(known))}")

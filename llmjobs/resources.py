@@ -6,38 +6,45 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]?\d):([0-5]?\d)$|^(?:(\d+)-)?(\d+):([0-5]?\d)$|^(\d+)$")
+# Slurm's documented --time forms, and nothing else (sbatch(1)): a bare number is minutes, two fields are
+# minutes:seconds, three are hours:minutes:seconds; after "days-" come hours, hours:minutes or hours:minutes:seconds.
+# The leading field is unbounded (e.g. 168:00:00); a later minutes or seconds field is 0-59.
+WALLTIME_FORMS = ('"minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours", "days-hours:minutes" '
+                  'or "days-hours:minutes:seconds" (Slurm\'s forms; e.g. 90, 45:00, 04:00:00, 1-12, 2-00:30:00)')
+_SUB = r"([0-5]?\d)"
+_FORMS: list[tuple[re.Pattern[str], tuple[int, ...]]] = [  # pattern, seconds per captured field
+    (re.compile(r"(\d+)"), (60,)),
+    (re.compile(rf"(\d+):{_SUB}"), (60, 1)),
+    (re.compile(rf"(\d+):{_SUB}:{_SUB}"), (3600, 60, 1)),
+    (re.compile(r"(\d+)-(\d+)"), (86400, 3600)),
+    (re.compile(rf"(\d+)-(\d+):{_SUB}"), (86400, 3600, 60)),
+    (re.compile(rf"(\d+)-(\d+):{_SUB}:{_SUB}"), (86400, 3600, 60, 1)),
+]
 
 
 def parse_walltime(value: str | int) -> int:
-    """Seconds from ``HH:MM:SS``, ``D-HH:MM:SS``, ``MM:SS``... (Slurm/PBS forms) or plain minutes.
-
-    An int, or a string of digits alone, means minutes (as Slurm's ``--time=30``).
-    """
-    if isinstance(value, bool):  # YAML's yes/no: a ValueError so pydantic reports it on the field
-        raise ValueError("walltime must be HH:MM:SS, D-HH:MM:SS or minutes")
+    """Seconds from one of Slurm's time forms (see ``WALLTIME_FORMS``); an int is minutes, as in Slurm."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):  # YAML's yes/no, lists...: a ValueError
+        raise ValueError(f"walltime {value!r} is not one of {WALLTIME_FORMS}")  # noqa: TRY004 (pydantic reports ValueError on the field)
     if isinstance(value, int):
         if value <= 0:
             raise ValueError("walltime must be positive")
         return value * 60
-    text = str(value).strip()
-    m = _WALLTIME.match(text)
-    if not m:
-        raise ValueError(f"walltime {value!r} is not HH:MM:SS, D-HH:MM:SS, H:MM or a number of minutes")
-    d1, h, mi, s, d2, mi2, s2, minutes = m.groups()
-    if minutes is not None:
-        seconds = int(minutes) * 60
-    elif h is not None:
-        seconds = int(d1 or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + int(s)
-    else:
-        seconds = int(d2 or 0) * 86400 + int(mi2) * 60 + int(s2)
-    if seconds <= 0:
-        raise ValueError("walltime must be positive")
-    return seconds
+    text = value.strip()
+    for pattern, units in _FORMS:
+        m = pattern.fullmatch(text)
+        if m:
+            seconds = sum(int(g) * u for g, u in zip(m.groups(), units))
+            if seconds <= 0:
+                raise ValueError("walltime must be positive")
+            return seconds
+    raise ValueError(f"walltime {value!r} is not one of {WALLTIME_FORMS}")
 
 
 def format_walltime(seconds: int) -> str:
-    """``HH:MM:SS`` with hours past 24 kept as hours (what PBS and Slurm both accept)."""
+    """``HH:MM:SS``, exact to the second, with hours past 24 kept as hours (what PBS and Slurm both accept)."""
+    if seconds <= 0:
+        raise ValueError("walltime must be positive")
     h, rest = divmod(int(seconds), 3600)
     m, s = divmod(rest, 60)
     return f"{h:02d}:{m:02d}:{s:02d}"
@@ -52,7 +59,8 @@ class Resources(BaseModel):
     gpus_per_node: int = Field(0, ge=0)
     cpus: int = Field(1, ge=1, description="CPU cores per node")
     mem_gb: float | None = Field(None, gt=0, description="memory per node in GB; None = scheduler default")
-    walltime: str = Field("01:00:00", description="HH:MM:SS, D-HH:MM:SS or minutes")
+    walltime: str = Field("01:00:00", description="hours:minutes:seconds, days-hours[:minutes[:seconds]], "
+                          "minutes or minutes:seconds (Slurm's forms)")
 
     @field_validator("walltime", mode="before")
     @classmethod

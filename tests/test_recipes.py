@@ -6,7 +6,7 @@ import pytest
 
 from llmjobs.errors import UserError
 from llmjobs.recipes import interpolate, plan_from_dict
-from llmjobs.resources import parse_walltime
+from llmjobs.resources import Resources, format_walltime, parse_walltime
 
 BASE = {
     "name": "r",
@@ -64,13 +64,53 @@ def test_self_reference_and_unknown_run_field():
         plan_from_dict(bad, "r.yaml")
 
 
-@pytest.mark.parametrize("text,seconds", [("01:00:00", 3600), ("1:30:00", 5400), ("2-00:00:00", 172800),
-                                          ("168:00:00", 604800), ("45", 2700), ("05:30", 330), (90, 5400)])
+@pytest.mark.parametrize("text,seconds", [
+    ("45", 2700), (90, 5400),                                   # minutes
+    ("05:30", 330), ("90:00", 5400),                            # minutes:seconds
+    ("01:00:00", 3600), ("1:30:00", 5400), ("168:00:00", 604800), ("00:00:20", 20),  # hours:minutes:seconds
+    ("1-02", 93600),                                            # days-hours
+    ("1-02:00", 93600), ("1-02:30", 95400),                     # days-hours:minutes (not minutes:seconds)
+    ("2-00:00:00", 172800), ("0-00:00:20", 20),                 # days-hours:minutes:seconds
+])
 def test_walltime_forms(text, seconds):
+    """Slurm's documented --time forms, read as Slurm reads them (sbatch(1))."""
     assert parse_walltime(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["1h", "00:61:00", "", "0", "-5", "1:2:3:4"])
+@pytest.mark.parametrize("text", ["1h", "00:61:00", "", "0", "-5", "1:2:3:4", "1-", "1-2:3:4:5", "0:00", "1.5",
+                                  "05:60", "1-00:00:60", True, [1]])
 def test_bad_walltimes(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as e:
         parse_walltime(text)
+    if text not in ("0", "0:00"):
+        assert "days-hours:minutes" in str(e.value) and "minutes:seconds" in str(e.value)
+
+
+@pytest.mark.parametrize("seconds,text", [(20, "00:00:20"), (3661, "01:01:01"), (93600, "26:00:00")])
+def test_format_walltime_keeps_seconds(seconds, text):
+    assert format_walltime(seconds) == text
+    assert parse_walltime(text) == seconds
+    assert Resources(walltime="00:00:20").walltime_seconds == 20
+
+
+def test_python_function_is_checked_without_importing(tmp_path, monkeypatch):
+    """The module is found on sys.path and its source read, never executed (it would raise here)."""
+    (tmp_path / "jobmod.py").write_text("raise RuntimeError('imported')\ntry:\n    import numpy as np\n"
+                                        "except ImportError:\n    np = None\ndef work(ctx):\n    pass\n"
+                                        "if __name__ == '__main__':\n    work(None)\n")
+    (tmp_path / "broken.py").write_text("def work(ctx:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def plan(function: str):
+        return plan_from_dict({"name": "r", "steps": {"p": {"kind": "python", "params": {"function": function}}}},
+                              "r.yaml")
+
+    assert plan("jobmod:work").order == ["p"]
+    assert plan("jobmod:np").order == ["p"]
+    with pytest.raises(UserError, match=r"(?s)step 'p'.*defines no 'wrok'"):
+        plan("jobmod:wrok")
+    with pytest.raises(UserError, match="syntax error at line 1"):
+        plan("broken:work")
+    with pytest.raises(UserError, match="'jobmodd' is not importable"):
+        plan("jobmodd:work")
+    assert plan("os.path:join").order == ["p"]  # already imported: looked up directly

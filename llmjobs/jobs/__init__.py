@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+if TYPE_CHECKING:  # pydantic and importlib.metadata load when first used: `llmjobs --help` needs neither
+    from pydantic import BaseModel, ValidationError
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ _KINDS: dict[str, Kind] | None = None
 def kinds() -> dict[str, Kind]:
     global _KINDS
     if _KINDS is None:
+        from importlib.metadata import entry_points
+
         table = {k.name: k for k in _BUILTIN}
         for ep in entry_points(group="llmjobs.kinds"):
             kind = ep.load()
@@ -75,6 +77,14 @@ def validate_params(kind: Kind, params: dict[str, Any]) -> BaseModel:
 
 def function(kind: Kind) -> Callable[..., Any]:
     return load(kind.target)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ValidationError":  # re-exported for plugins, without importing pydantic up front
+        from pydantic import ValidationError
+
+        return ValidationError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Kind", "ValidationError", "function", "get", "kinds", "register", "validate_params"]

@@ -68,3 +68,18 @@ def test_chat_template_wraps_the_filled_prompt():
 def test_tokenizer_without_chat_template_gives_plain_text():
     tok = _tokenizer(None)
     assert render_prompt("2+2", "Q: {problem}", tokenizer=tok) == "Q: 2+2"
+
+
+def test_only_a_chat_template_that_opens_think_expects_it():
+    """The think_boxed instruction names <think> </think> but opens nothing; a template whose assistant turn
+    starts with <think> (DeepSeek-R1, Qwen3 style) does."""
+    from llmjobs.jobs.eval.prompts import opens_think
+
+    assert not opens_think(render_prompt(PROBLEM, "think_boxed"))
+    plain = _tokenizer("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+                       "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert not opens_think(render_prompt(PROBLEM, "think_boxed", plain))
+    thinking = _tokenizer("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+                          "{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}")
+    assert opens_think(render_prompt(PROBLEM, "think_boxed", thinking))
+    assert opens_think(render_prompt(PROBLEM, "ja_instruction", thinking))

@@ -224,3 +224,23 @@ def load_problems(
     if not problems:
         raise UserError(f"{path}: no problems found")
     return problems
+
+
+def check_data(path: str | Path, fields: FieldMap | None = None, preset: str | None = None) -> None:
+    """The submit-time check, on the login node: the file exists, its format is known, and its first rows have
+    the mapped fields. A ``datasets`` directory is only checked for the files ``save_to_disk`` writes (reading
+    it needs ``datasets``, which the CLI does not import)."""
+    path = Path(path)
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"unknown data preset '{preset}'; known: {', '.join(sorted(PRESETS))}")
+    if path.is_dir():
+        if not any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
+            raise UserError(f"{path}: a directory, but not one written by datasets' save_to_disk "
+                            "(no dataset_info.json or dataset_dict.json)")
+        return
+    try:
+        load_problems(path, fields=fields, preset=preset, limit=1)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the data file: {e.strerror or e}") from None

@@ -66,3 +66,10 @@ def render_prompt(
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def opens_think(prompt: str) -> bool:
+    """Whether the rendered prompt leaves a ``<think>`` open for the model to close (a chat template that
+    starts the assistant turn with ``<think>``). The ``think_boxed`` instruction names both tags, so it alone
+    opens nothing: a model that does not think is not expected to write ``</think>``."""
+    return prompt.rfind("<think>") > prompt.rfind("</think>")

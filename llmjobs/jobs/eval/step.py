@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llmjobs.errors import UserError
 from llmjobs.jobs.context import StepContext
-from llmjobs.jobs.eval.data import FieldMap
+from llmjobs.jobs.eval.data import FieldMap, check_data
 
 log = logging.getLogger("llmjobs.eval")
 
@@ -51,9 +52,22 @@ class EvalParams(BaseModel):
     ray_node_cpus: int | None = Field(None, ge=1, description="CPUs each Ray node offers (default: all it has)")
     chunk: int | None = Field(None, ge=1, description="problems handed to an engine at a time")
     unclosed: Literal["count_wrong", "grade_reasoning"] = "count_wrong"
-    expect_think: bool | None = Field(None, description="outputs must close </think> (default: think templates)")
+    expect_think: bool | None = Field(None, description="every output must close </think> (default: only when the "
+                                      "model's chat template opens <think> in the prompt)")
     grade_workers: int | None = Field(None, ge=1)
     grade_timeout: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_data(self) -> EvalParams:
+        """The data file and field mapping are checked at submit, unless ``data`` is an upstream step's output
+        (``${steps.X.output}``: it does not exist yet)."""
+        if "${" in self.data:
+            return self
+        try:
+            check_data(self.data, self.fields, self.preset)
+        except UserError as e:
+            raise ValueError(f"data/fields/preset: {e}") from None
+        return self
 
 
 def _gpus_here() -> int:
@@ -168,7 +182,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     from llmjobs.jobs.eval.score import grade_samples
 
     records = collect(out / GEN_DIR, [i for i, _ in items], p.samples)
-    expect_think = p.expect_think if p.expect_think is not None else p.template == "think_boxed"
+    # Decided from the model's chat template: only a prompt that leaves <think> open makes a missing </think> a
+    # reasoning failure; otherwise each output decides for itself (one that opens <think> must close it).
+    from llmjobs.jobs.eval.prompts import opens_think
+
+    expect_think = p.expect_think if p.expect_think is not None else any(opens_think(t) for _, t in items)
     meta = {"model": p.model, "adapter": p.adapter, "data": p.data, "template": p.template,
             "engine": p.engine, "pool": pool, "nodes": ctx.world_size, "sampling": stats["sampling"],
             "generation": {k: stats[k] for k in ("generated_samples", "generated_tokens", "already_on_disk",
