@@ -32,6 +32,8 @@ _BUILTIN = [
     Kind("eval.self_consistency", "llmjobs.jobs.eval.step:run", "llmjobs.jobs.eval.step:EvalParams",
          "N samples per problem (vLLM or transformers; a Ray pool over every GPU of the step), math-verify "
          "grading, majority vote, maj@k / pass@k report"),
+    Kind("synth.distill", "llmjobs.jobs.synth.distill:run", "llmjobs.jobs.synth.distill:DistillParams",
+         "a teacher samples N answers per problem; ground_truth or majority filter; SFT chat dataset + report"),
 ]
 
 _KINDS: dict[str, Kind] | None = None
