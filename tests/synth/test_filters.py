@@ -6,8 +6,20 @@ from __future__ import annotations
 import pytest
 
 from llmjobs.jobs.synth.filters import (
-    BELOW_THETA, DISAGREES, NO_ANSWER, NO_CORRECT, OVER_K, TIE, TOO_LONG, UNCLOSED, WRONG, Rules, Sample, decide,
-    histogram)
+    BELOW_THETA,
+    DISAGREES,
+    NO_ANSWER,
+    NO_CORRECT,
+    OVER_K,
+    TIE,
+    TOO_LONG,
+    UNCLOSED,
+    WRONG,
+    Rules,
+    Sample,
+    decide,
+    histogram,
+)
 
 
 def gt(*specs):
