@@ -19,6 +19,10 @@ are). Then on the same pairs and the same number of pool workers (pool started o
 - the whole ``grade_samples`` (extraction, grading under both unclosed-reasoning policies, voting with
   equivalence checks, metrics; no report files), pool start included.
 Verdicts of the fast path are checked against the plain ones (they must agree).
+
+Besides wall time, each line gives the CPU seconds spent (this process and its pool workers), because on a
+shared machine the wall time mostly says how many other processes wanted the same cores: answers per
+CPU-second is the cost, and ``--workers`` busy cores turn it into answers/s.
 """
 
 from __future__ import annotations
@@ -60,27 +64,53 @@ def workload(data: Path, problems: int, samples: int, wrong_kind: str = "near") 
     return pairs, records
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and every process under it (the forkserver and the pool's workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+CPU: dict[str, float] = {}
+
+
 def plain_math_verify(pairs: list[tuple[str, str]]) -> tuple[float, list[bool]]:
     from math_verify import parse, verify
 
     warm_up()  # the same warm parser tables the grader's workers start with
+    cpu = cpu_seconds()
     start = time.perf_counter()
     out = [bool(verify(parse(f"${clean_answer(g)}$", parsing_timeout=None),
                        parse(f"${clean_answer(a)}$", parsing_timeout=None), timeout_seconds=None))
            for g, a in pairs]
-    return time.perf_counter() - start, out
+    wall = time.perf_counter() - start
+    CPU["plain"] = cpu_seconds() - cpu
+    return wall, out
 
 
 def timed_grading(pairs: list[tuple[str, str]], workers: int, **options) -> tuple[float, Grader]:
     grader = Grader(workers=workers, timeout_s=10.0, **options)
     try:
-        grader.grade_many([("1", "2"), ("1", "3")])  # start the pool outside the timing
+        # start the pool (every worker) outside the timing: pairs that need math-verify, one task each
+        batch, grader.batch = grader.batch, 1
+        grader.grade_many([(f"x_{i}", "y") for i in range(2 * grader.workers)])
+        grader.batch = batch
         grader.stats = type(grader.stats)()
         if grader.cache is not None:
             grader.cache.clear()
+        cpu = cpu_seconds()
         start = time.perf_counter()
         grader.verdicts = grader.grade_many(pairs)
-        return time.perf_counter() - start, grader
+        wall = time.perf_counter() - start
+        grader.cpu_s = cpu_seconds() - cpu  # workers are still alive: their times are read before close
+        return wall, grader
     finally:
         grader.close()
 
@@ -100,16 +130,19 @@ def main() -> None:
           f"{args.workers} workers; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     plain_s, plain = plain_math_verify(pairs)
-    print(f"plain math-verify, 1 process : {n / plain_s:8.1f} answers/s  ({plain_s:.2f} s)")
+    print(f"plain math-verify, 1 process : {n / plain_s:8.1f} answers/s  ({plain_s:.2f} s; {CPU['plain']:.2f} CPU s, "
+          f"{n / CPU['plain']:.0f} answers per CPU s)")
     base_s, base = timed_grading(pairs, args.workers, cache=False, same_text=False, batch=1)
-    print(f"pool, one pair per task      : {n / base_s:8.1f} answers/s  ({base_s:.2f} s, "
-          f"{base.stats.verified} math-verify calls)")
+    print(f"pool, one pair per task      : {n / base_s:8.1f} answers/s  ({base_s:.2f} s; {base.cpu_s:.2f} CPU s, "
+          f"{n / base.cpu_s:.0f} answers per CPU s; {base.stats.verified} math-verify calls)")
     fast_s, fast = timed_grading(pairs, args.workers)
     st = fast.stats
-    print(f"pool, fast path (llmjobs)    : {n / fast_s:8.1f} answers/s  ({fast_s:.2f} s, {st.verified} pairs to "
-          f"math-verify in {st.batches} batches, {st.cache_hits} cache hits, {st.same_text} identical after cleaning)")
+    print(f"pool, fast path (llmjobs)    : {n / fast_s:8.1f} answers/s  ({fast_s:.2f} s; {fast.cpu_s:.2f} CPU s, "
+          f"{n / fast.cpu_s:.0f} answers per CPU s; {st.verified} pairs to "
+          f"math-verify in {st.batches} batches, {st.cache_hits} cache hits, {st.same_text} identical after cleaning, {st.integers} integer pairs)")
     agree = sum(v.correct == p for v, p in zip(fast.verdicts, plain))
-    print(f"fast path / plain math-verify: {plain_s / fast_s:.1f}x   verdicts agree on {agree}/{n}")
+    print(f"fast path / plain math-verify: {plain_s / fast_s:.1f}x wall, {CPU['plain'] / fast.cpu_s:.1f}x CPU; "
+          f"verdicts agree on {agree}/{n}")
 
     start = time.perf_counter()
     res = grade_samples(records, None, None, workers=args.workers, plot=False)

@@ -40,7 +40,7 @@ def test_a_runaway_pair_in_a_batch_times_out_alone():
         start = time.monotonic()
         verdicts = g.grade_many(pairs)
         assert time.monotonic() - start < 30
-        assert [(v.correct, v.status) for v in verdicts] == [(True, "ok"), (False, "timeout"), (False, "ok"),
+        assert [(v.correct, v.status) for v in verdicts] == [(True, "ok"), (False, "timeout"), (False, "integers"),
                                                              (False, "timeout"), (True, "ok")]
         assert g.stats.timeouts == 2 and g.stats.batch_retries == 0
 
@@ -52,7 +52,7 @@ def test_a_batch_past_its_hard_limit_is_graded_again_pair_by_pair():
     pairs = [("7", "7.0"), ("7", "9^{9^{9}}"), ("7", "8"), ("\\frac{1}{3}", "1/3")]
     with Grader(workers=2, timeout_s=1.0, batch_timeout_s=0.01) as g:
         verdicts = g.grade_many(pairs)
-        assert [(v.correct, v.status) for v in verdicts] == [(True, "ok"), (False, "timeout"), (False, "ok"),
+        assert [(v.correct, v.status) for v in verdicts] == [(True, "ok"), (False, "timeout"), (False, "integers"),
                                                              (True, "ok")]
         assert g.stats.batch_retries >= 1 and g.stats.batches == 0 and g.stats.timeouts == 1
         assert g.grade("2", "2.0").correct  # the pool goes on with fresh workers
@@ -84,3 +84,13 @@ def test_in_the_worker_each_gold_is_parsed_once_and_each_pair_has_its_own_alarm(
         math_verify.parse = real
     assert out == [[(True, "ok"), (False, "timeout"), (False, "ok")], [(True, "ok")]]
     assert calls.count("$41$") <= 1  # parsed at most once (the worker keeps parsed strings)
+
+
+def test_plain_integers_are_compared_without_math_verify():
+    with Grader(workers=1, timeout_s=10.0) as g:
+        verdicts = g.grade_many([("42", "42"), ("42", "+42"), ("42", "43"), ("-7", "-7"), ("1000", "1,000"),
+                                 ("0", "-0"), ("42", "42.0")])
+        assert [(v.correct, v.status) for v in verdicts] == [
+            (True, "same_text"), (True, "integers"), (False, "integers"), (True, "same_text"),
+            (True, "same_text"), (True, "integers"), (True, "ok")]  # "42.0" is not a plain integer
+        assert g.stats.integers == 3 and g.stats.verified == 1

@@ -14,7 +14,8 @@ and the batch's pairs are graded again one task each, each with the hard ``timeo
 runaway pair still ends as ``timeout`` and never blocks the others for longer than that.
 
 Before the pool: the answer strings are cleaned, a pair repeated (within a call or since the grader started)
-is answered from the cache, and identical strings are equal without math-verify.
+is answered from the cache, identical strings are equal and two plain integers (``42``, ``-7``) are compared
+as integers, without math-verify (``same_text=False`` turns both shortcuts off).
 
 ``grade(gold, answer)`` asks math-verify whether ``answer`` equals ``gold`` (gold first: the comparison is not
 symmetric, e.g. ``x = 3`` against the gold ``3``). ``equivalent(a, b)`` is the same question with ``a`` in
@@ -27,6 +28,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -34,7 +36,9 @@ from typing import Literal, Self
 
 from llmjobs.jobs.eval.answers import clean_answer
 
-Status = Literal["ok", "same_text", "no_answer", "timeout", "error", "gold_unparsed"]
+Status = Literal["ok", "same_text", "integers", "no_answer", "timeout", "error", "gold_unparsed"]
+
+_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,7 @@ class GradingStats:
     graded: int = 0  # pairs asked for
     cache_hits: int = 0
     same_text: int = 0  # decided without math-verify: identical after cleaning
+    integers: int = 0  # decided without math-verify: both plain integers
     verified: int = 0  # pairs sent to the pool
     timeouts: int = 0
     errors: int = 0
@@ -204,6 +209,7 @@ class GradingStats:
             "pairs": self.graded,
             "cache_hits": self.cache_hits,
             "same_text": self.same_text,
+            "integers": self.integers,
             "verified": self.verified,
             "timeouts": self.timeouts,
             "errors": self.errors,
@@ -284,6 +290,10 @@ class Grader:
             elif self.same_text and key[0] and key[0] == key[1]:
                 self.stats.same_text += 1
                 out[pos] = Verdict(True, "same_text")
+            elif self.same_text and _INTEGER.match(key[0]) and _INTEGER.match(key[1]):
+                # two plain integers: equal exactly when their values are, as math-verify would find
+                self.stats.integers += 1
+                out[pos] = Verdict(int(key[0]) == int(key[1]), "integers")
             elif not key[1]:
                 out[pos] = Verdict(False, "no_answer")
             else:
