@@ -69,9 +69,12 @@ class Execution:
 def _python_roots() -> list[str]:
     """What the interpreter needs to run: its installation and the environment's (read-only binds)."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    import sympy
+    try:
+        import sympy
 
-    roots.add(os.path.dirname(os.path.dirname(os.path.realpath(sympy.__file__))))  # its site-packages
+        roots.add(os.path.dirname(os.path.dirname(os.path.realpath(sympy.__file__))))  # its site-packages
+    except ImportError:
+        pass
     return sorted(r for r in roots if r and os.path.isdir(r))
 
 
