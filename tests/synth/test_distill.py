@@ -82,13 +82,17 @@ def test_distill_with_vllm_both_filters(tiny_llama, vllm_options, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["problems"] == 4 and report["problems_kept"] == 2 and report["samples_kept"] == 2
     assert report["problems_dropped"] == {"no_correct_sample": 2}
-    dropped = report["samples_dropped"]
-    assert dropped["wrong"] == 2 and dropped["over_keep_per_problem"] == 3  # half 1, seven 1 and 2
-    assert dropped["no_answer"] >= 1 + 8 - 8  # half 3 (unclosed: no answer), and the noise of n1/n2
-    assert sum(dropped.values()) + report["samples_kept"] == 16
+    assert sum(report["samples_dropped"].values()) + report["samples_kept"] == 16
+    lineage = {(r["id"], r["sample"]): r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+    assert {k: r["reason"] for k, r in lineage.items() if k[0] in ("half", "seven")} == {
+        ("half", 0): None, ("half", 1): "over_keep_per_problem", ("half", 2): "wrong",
+        ("half", 3): "unclosed_think", ("seven", 0): None, ("seven", 1): "over_keep_per_problem",
+        ("seven", 2): "over_keep_per_problem", ("seven", 3): "wrong"}
+    assert lineage[("half", 1)]["answer"] == "1/2" and lineage[("half", 1)]["correct"]
+    assert not any(r["kept"] for k, r in lineage.items() if k[0] in ("n1", "n2"))  # the model's noise
     assert [b["problems"] for b in report["pass_rate_histogram"]][5] == 1  # half: 2 of 4 correct
     assert report["tokens"]["kept"] == 10 + 10
-    assert "| sample | wrong | 2 |" in (out / "report.md").read_text()
+    assert "| problem | no_correct_sample | 2 |" in (out / "report.md").read_text()
 
     # majority over the same samples: nothing is generated again; seven has 3 of 4 equal answers (7, 7, 7.0)
     summary = run(_ctx(out, {**params, "filter": "majority", "theta": 0.75, "keep_per_problem": None,

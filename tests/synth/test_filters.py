@@ -39,6 +39,14 @@ def test_ground_truth_keeps_correct_samples_then_applies_the_sample_rules():
     assert d.kept == [0, 3, 4, 5, 6]
 
 
+def test_an_unclosed_sample_without_an_answer_is_dropped_as_unclosed():
+    samples = gt(("5", True, True, 1), (None, False, False, 1), (None, False, True, 1))
+    assert decide(samples, "5", Rules("ground_truth")).dropped == {1: UNCLOSED, 2: NO_ANSWER}
+    samples = [Sample(0, "5", cls=0), Sample(1, None, closed=False), Sample(2, "5", cls=0)]
+    d = decide(samples, None, Rules("majority", theta=0.6))
+    assert d.kept == [0, 2] and d.dropped == {1: UNCLOSED}
+
+
 def test_ground_truth_without_a_correct_sample_drops_the_problem():
     d = decide(gt(("4", False, True, 1), (None, False, True, 1)), "5", Rules("ground_truth"))
     assert d.kept == [] and d.problem_reason == NO_CORRECT

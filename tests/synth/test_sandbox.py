@@ -89,10 +89,29 @@ def test_fork_bomb_is_stopped_and_cleaned_up(box):
     start = time.monotonic()
     r = box.run(code)
     assert r.status in ("timeout", "killed") and time.monotonic() - start < LIMITS.wall_s + 10
-    time.sleep(0.5)
-    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == 65534]
-    assert leftovers == [] or box.isolation != "bwrap" and os.geteuid() != 0
+    assert _nobody_processes_gone()
     assert box.run("print('alive')").stdout == "alive\n"
+
+
+def test_a_process_that_leaves_the_group_is_killed_too(box):
+    code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)\n"
+            "print('parent done')")
+    r = box.run(code)
+    assert r.status == "ok" and r.stdout == "parent done\n"
+    assert _nobody_processes_gone()
+
+
+def _nobody_processes_gone(wait_s: float = 3.0) -> bool:
+    """As root every item runs as nobody: no process of nobody may outlive its item. (As a plain user the
+    check cannot tell the sandbox's processes from the user's own: skipped.)"""
+    if os.geteuid() != 0:
+        pytest.skip("the leftover check needs root (items run as nobody)")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == 65534]:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _uid(pid: str) -> int | None:
@@ -112,7 +131,7 @@ def test_infinite_loop_is_killed_by_the_cpu_limit_and_sleep_by_the_wall_limit(bo
     r = box.run("while True:\n    pass")
     assert r.status in ("killed", "timeout") and time.monotonic() - start < LIMITS.wall_s + 5
     r = box.run("import time\ntime.sleep(60)")
-    assert r.status == "timeout" and r.seconds < LIMITS.wall_s + 2
+    assert r.status == "timeout" and r.seconds < LIMITS.wall_s + 4  # + scheduling delay on a loaded machine
 
 
 def test_huge_print_is_capped(box):

@@ -151,7 +151,8 @@ def judge(records: list[dict], problems, p: DistillParams):
     from llmjobs.jobs.synth.filters import Rules, Sample, decide
 
     expect_think = p.expect_think if p.expect_think is not None else p.template == "think_boxed"
-    grade_unclosed = p.unclosed == "grade_reasoning"
+    # an unclosed sample's answer (from its reasoning) counts only when asked for, or when such samples may be kept
+    grade_unclosed = p.unclosed == "grade_reasoning" or not p.drop_unclosed
     by_id: dict[str, list[dict]] = {}
     for rec in records:
         by_id.setdefault(str(rec["id"]), []).append(rec)

@@ -71,6 +71,11 @@ def _per_sample(candidates: Sequence[Sample], rules: Rules, decision: Decision) 
             decision.kept.append(s.index)
 
 
+def _no_answer(s: Sample) -> str:
+    # an unclosed reasoning has no answer (unless its reasoning is graded): say which failure it was
+    return UNCLOSED if not s.closed else NO_ANSWER
+
+
 def ground_truth(samples: Sequence[Sample], gold: str, rules: Rules) -> Decision:
     d = Decision(label=gold)
     n = len(samples)
@@ -78,7 +83,7 @@ def ground_truth(samples: Sequence[Sample], gold: str, rules: Rules) -> Decision
     d.agreement = len(right) / n if n else 0.0
     for s in samples:
         if s.answer is None:
-            d.dropped[s.index] = NO_ANSWER
+            d.dropped[s.index] = _no_answer(s)
         elif not s.correct:
             d.dropped[s.index] = WRONG
     _per_sample(right, rules, d)
@@ -93,7 +98,7 @@ def majority(samples: Sequence[Sample], rules: Rules) -> Decision:
     sizes = Counter(s.cls for s in samples if s.answer is not None and s.cls is not None)
     for s in samples:
         if s.answer is None or s.cls is None:
-            d.dropped[s.index] = NO_ANSWER
+            d.dropped[s.index] = _no_answer(s)
     if not sizes:
         d.problem_reason = NO_ANSWER
         return d

@@ -122,6 +122,7 @@ class _Worker:
         self.isolation = isolation
         self.preload = preload
         self.proc: subprocess.Popen | None = None
+        self.lock = threading.Lock()  # one item at a time per worker, whichever thread asks
         self.start()
 
     def start(self) -> None:
@@ -149,6 +150,10 @@ class _Worker:
         return line.decode() if line else None
 
     def run(self, code: str, limits: Limits) -> Execution:
+        with self.lock:
+            return self._run(code, limits)
+
+    def _run(self, code: str, limits: Limits) -> Execution:
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write((json.dumps({"code": code, "limits": asdict(limits)}) + "\n").encode())

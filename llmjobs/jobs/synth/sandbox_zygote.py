@@ -3,9 +3,10 @@
 It imports the preloaded modules once (SymPy takes about a second), then for each request line (JSON: code
 and limits) forks a child that runs the code in a fresh namespace in its own temporary directory, under
 rlimits, as its own process group (and, when this worker runs as root, as the unprivileged ``nobody``).
-The worker waits for the child with the wall-time limit, kills its whole process group (and, inside a PID
-namespace, every other process the item left), reads at most ``output_bytes`` of its stdout and stderr,
-removes its directory and answers one JSON line.
+The worker waits for the child with the wall-time limit, kills its whole process group, then every other
+process below it (it is the subreaper of what the item started, so a process that left the group with
+``setsid`` still comes back to it), reads at most ``output_bytes`` of its stdout and stderr, removes its
+directory and answers one JSON line.
 
 Standard library only: it runs inside the sandbox, where llmjobs itself is not importable.
 """
@@ -87,35 +88,59 @@ def _child(code, workdir, lim, drop):
         os._exit(125)
 
 
-def _kill_group(pgid):
-    """SIGKILL the group until it is empty: a fork bomb may add members while the first signal goes out."""
-    for _ in range(1000):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        except OSError:
-            return
-        time.sleep(0.002)
-
-
-def _sweep(pidns):
-    """Inside our own PID namespace every process but init and this worker belongs to an item: kill them."""
-    if not pidns:
-        return
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) not in (1, me):
-            try:
-                os.kill(int(name), signal.SIGKILL)
-            except OSError:
-                pass
+def _reap():
     while True:
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                break
+                return
         except ChildProcessError:
-            break
+            return
+
+
+def _kill_group(pgid):
+    """SIGKILL the group until it is gone: a fork bomb may add members while the first signal goes out.
+    Killed members are reaped here (this worker is their subreaper), so the group empties."""
+    for _ in range(500):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            return
+        _reap()
+        time.sleep(0.001)
+
+
+def _descendants():
+    """Every process below this worker (orphans come back to it: it is their subreaper)."""
+    me = os.getpid()
+    parent = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read()
+                parent[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    below, frontier = set(), {me}
+    while frontier:
+        frontier = {pid for pid, pp in parent.items() if pp in frontier and pid not in below}
+        below |= frontier
+    return below
+
+
+def _sweep():
+    """Kill what an item left outside its group (a process that called setsid), then reap."""
+    for _ in range(50):
+        left = _descendants()
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap()
+        time.sleep(0.001)
 
 
 def _read(path, cap):
@@ -129,7 +154,13 @@ def _read(path, cap):
 
 def main():
     config = json.loads(sys.argv[1])
-    base, pidns = config["base"], config["pidns"]
+    base = config["base"]
+    try:  # PR_SET_CHILD_SUBREAPER: an item's orphans become this worker's children, to be killed and reaped
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
     drop = os.getuid() == 0
     for module in config.get("preload", []):
         try:
@@ -156,22 +187,23 @@ def main():
             _child(req["code"], workdir, lim, drop)
         deadline = start + float(lim["wall_s"])
         timed_out = False
-        status = 0
         pause = 0.001
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            if time.monotonic() > deadline:
+            if not timed_out and time.monotonic() > deadline:
                 timed_out = True
-                _kill_group(pid)
-                _, status = os.waitpid(pid, 0)
-                break
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                pause = 0.001
             time.sleep(pause)
             pause = min(0.02, pause * 2)
         seconds = time.monotonic() - start
         _kill_group(pid)  # what the item started and left behind in its group
-        _sweep(pidns)
+        _sweep()
         cap = int(lim["output_bytes"])
         out, out_cut = _read(os.path.join(workdir, "stdout"), cap)
         err, err_cut = _read(os.path.join(workdir, "stderr"), cap)
