@@ -127,10 +127,10 @@ def test_kill_mid_sampling_then_resume(tiny_llama, tmp_path):
     sample) pair is generated exactly once over both runs, and the dataset and report are written."""
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"{i} + {i} = ?", "answer": str(2 * i)}) + "\n"
-                            for i in range(10)))
+                            for i in range(8)))
     out = tmp_path / "out"
     gen = out / "generations"
-    params = {"model": str(tiny_llama), "data": str(data), "samples": 3, "max_tokens": 24, "temperature": 1.0,
+    params = {"model": str(tiny_llama), "data": str(data), "samples": 3, "max_tokens": 16, "temperature": 1.0,
               "template": "{problem}", "engine": "hf", "chunk": 1, "grade_workers": 1, "filter": "majority",
               "theta": 0.5}
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(out), json.dumps(params)],
@@ -138,7 +138,7 @@ def test_kill_mid_sampling_then_resume(tiny_llama, tmp_path):
     try:
         deadline = time.time() + 180
         while time.time() < deadline and child.poll() is None:
-            if gen.exists() and len(_raw_pairs_safe(gen)) >= 6:
+            if gen.exists() and len(_raw_pairs_safe(gen)) >= 3:  # one problem's samples are on disk
                 break
             time.sleep(0.05)
         assert child.poll() is None, "the step finished before it could be killed"
@@ -146,16 +146,16 @@ def test_kill_mid_sampling_then_resume(tiny_llama, tmp_path):
     finally:
         child.wait()
     before = set(_raw_pairs_safe(gen))
-    assert 6 <= len(before) < 30 and not (out / "dataset.jsonl").exists()
+    assert 3 <= len(before) < 24 and not (out / "dataset.jsonl").exists()
 
     from llmjobs.jobs.synth.distill import run
 
     summary = run(_ctx(out, params))
-    assert summary["generated_samples"] == 30 - len(before)
+    assert summary["generated_samples"] == 24 - len(before)
     pairs = _raw_pairs_safe(gen)
-    assert collections.Counter(pairs).most_common(1)[0][1] == 1 and len(pairs) == 30
+    assert collections.Counter(pairs).most_common(1)[0][1] == 1 and len(pairs) == 24
     report = json.loads((out / "report.json").read_text())
-    assert report["samples"] == 30 and report["generation"]["already_on_disk"] == len(before)
+    assert report["samples"] == 24 and report["generation"]["already_on_disk"] == len(before)
 
 
 def _raw_pairs_safe(gen: Path) -> list[tuple[str, int]]:

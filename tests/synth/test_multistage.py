@@ -110,7 +110,7 @@ def test_tiny_model_drives_the_generate_stages(tiny_llama, tmp_path):
               {"name": "code", "kind": "code", "template": "{problem} {stages.echo} Write Python."},
               {"name": "check", "kind": "verify"}]
     out = tmp_path / "out"
-    params = _params(str(tiny_llama), _data(tmp_path), stages, engine="hf", max_tokens=12, temperature=1.0,
+    params = _params(str(tiny_llama), _data(tmp_path), stages, engine="hf", max_tokens=8, temperature=1.0,
                      keep="all")
     summary = run(_ctx(out, params))
     assert summary["problems"] == 5 and summary["kept"] == 5
