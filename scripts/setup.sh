@@ -12,6 +12,11 @@ python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
   python -m pip install -q -e '.[dev,postgres,eval]'
   PIP="python -m pip" bash scripts/install-cpu-inference.sh
+  # the code sandbox's namespaces (synth.multistage); its tests fall back to rlimits-only without it
+  if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 || echo "bubblewrap not installed: the sandbox runs with rlimits only" >&2
+  fi
 else
   python -m pip install -q -e .
 fi

@@ -32,6 +32,11 @@ _BUILTIN = [
     Kind("eval.self_consistency", "llmjobs.jobs.eval.step:run", "llmjobs.jobs.eval.step:EvalParams",
          "N samples per problem (vLLM or transformers; a Ray pool over every GPU of the step), math-verify "
          "grading, majority vote, maj@k / pass@k report"),
+    Kind("synth.distill", "llmjobs.jobs.synth.distill:run", "llmjobs.jobs.synth.distill:DistillParams",
+         "a teacher samples N answers per problem; ground_truth or majority filter; SFT chat dataset + report"),
+    Kind("synth.multistage", "llmjobs.jobs.synth.multistage:run", "llmjobs.jobs.synth.multistage:MultistageParams",
+         "a chain of prompt stages per problem; code stages run in the sandbox, verify stages grade the result; "
+         "one chat dataset per stage + lineage"),
 ]
 
 _KINDS: dict[str, Kind] | None = None

@@ -143,6 +143,43 @@ def _generation_seconds(out: Path, stats: dict[str, Any]) -> float:
     return total
 
 
+def helper_rank(ctx: StepContext, p: EvalParams, out: Path) -> dict[str, Any] | None:
+    """What a rank other than the head does on a multi-node step (join the Ray cluster until the head is done,
+    or idle under pool=local); None on the head. Shared by every kind that samples with this machinery."""
+    if ctx.is_head:
+        return None
+    if _pool(p, ctx) == "ray":
+        from llmjobs.jobs.eval.raycluster import RayCluster
+
+        with RayCluster(out / ".ray" / _job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus) as cluster:
+            cluster.wait()
+        return {"role": "ray worker", "rank": ctx.rank}
+    log.warning("pool=local on a %d-node step: only rank 0 generates; rank %d idles", ctx.world_size, ctx.rank)
+    return {"role": "idle", "rank": ctx.rank}
+
+
+def sample(ctx: StepContext, p: EvalParams, items: list[tuple[str, str]], out: Path) -> dict[str, Any]:
+    """On the head: generate what is missing of ``p.samples`` samples per ``(id, prompt)`` into
+    ``out/generations`` (one local engine, or a Ray pool over every node of the step); returns the statistics
+    with ``seconds`` = generation wall time summed over every run of this step."""
+    from llmjobs.jobs.eval.generate import Sampling, generate
+
+    pool = _pool(p, ctx)
+    sampling = Sampling(samples=p.samples, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+                        seed=p.seed)
+    started = time.time()
+    if pool == "ray":
+        from llmjobs.jobs.eval.raycluster import RayCluster
+
+        with RayCluster(out / ".ray" / _job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus):
+            stats = generate(items, out, sampling, _spec(p), pool="ray", chunk=p.chunk, cpu_actors=p.cpu_actors)
+    else:
+        stats = generate(items, out, sampling, _spec(p), pool="local", chunk=p.chunk)
+    stats.update(pool=pool, nodes=ctx.world_size, started=started)
+    stats["total_seconds"] = _generation_seconds(out, stats)
+    return stats
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     p = EvalParams.model_validate(ctx.params)
     out = Path(ctx.output_dir)
@@ -150,34 +187,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if ctx.num_shards > 1:
         raise ValueError("eval.self_consistency runs as one shard; spread it with resources.nodes and "
                          "gpus_per_node instead of shards")
-    pool = _pool(p, ctx)
-    ray_dir = out / ".ray" / _job_tag(ctx)
+    role = helper_rank(ctx, p, out)
+    if role is not None:
+        return role
 
-    if pool == "ray" and not ctx.is_head:
-        from llmjobs.jobs.eval.raycluster import RayCluster
-
-        with RayCluster(ray_dir, ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus) as cluster:
-            cluster.wait()
-        return {"role": "ray worker", "rank": ctx.rank}
-    if not ctx.is_head:
-        log.warning("pool=local on a %d-node step: only rank 0 generates; rank %d idles", ctx.world_size, ctx.rank)
-        return {"role": "idle", "rank": ctx.rank}
-
-    from llmjobs.jobs.eval.generate import GEN_DIR, Sampling, collect, generate
+    from llmjobs.jobs.eval.generate import GEN_DIR, collect
 
     problems, items = _prompts(p)
-    sampling = Sampling(samples=p.samples, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
-                        seed=p.seed)
-    started = time.time()
-    if pool == "ray":
-        from llmjobs.jobs.eval.raycluster import RayCluster
-
-        with RayCluster(ray_dir, ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus):
-            stats = generate(items, out, sampling, _spec(p), pool="ray", chunk=p.chunk, cpu_actors=p.cpu_actors)
-    else:
-        stats = generate(items, out, sampling, _spec(p), pool="local", chunk=p.chunk)
-    stats.update(pool=pool, nodes=ctx.world_size, started=started)
-    seconds = _generation_seconds(out, stats)
+    stats = sample(ctx, p, items, out)
+    pool = stats["pool"]
+    seconds = stats["total_seconds"]
 
     from llmjobs.jobs.eval.score import grade_samples
 

@@ -1,0 +1,1 @@
+"""Data synthesis kinds: problem generators, teacher sampling with filters, multistage pipelines."""
