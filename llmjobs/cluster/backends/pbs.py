@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import math
 import os
 import re
 import shlex
@@ -190,7 +189,7 @@ class PBSBackend(Backend):
             "project": self.group,
             "queue": queue,
             "nodes": resources.nodes,
-            "walltime": max(1, math.ceil(resources.walltime_seconds / 60)),
+            "walltime": format_walltime(resources.walltime_seconds),  # seconds: PBS takes them
             "variables": variables,
             "env": self._exports(container, env or {}),
             "setup": list(self.profile.setup),
@@ -243,8 +242,13 @@ class PBSBackend(Backend):
 
     # -- the interface -------------------------------------------------------------------------------
 
-    def validate(self, step: str, resources: Resources, shards: int) -> None:
+    def validate(self, step: str, resources: Resources, shards: int, *, requeues: int = 0) -> None:
         o = self.options
+        if requeues:
+            raise UserError(f"step {step!r}: requeues: {requeues} cannot work on PBS: the server sends no "
+                            "signal before the walltime, so a shard cannot checkpoint and be requeued. "
+                            "Remove requeues and let the shard checkpoint on its own; `llmjobs resume` "
+                            "reruns a timed-out shard, which resumes from its checkpoint")
         if o.require_group and not self.group:
             raise UserError(f"{self.where}: scheduler.group is not set: every PBS job on this cluster needs "
                             "-P <group>; set scheduler.group to your group (e.g. gaa12345) or export "

@@ -212,7 +212,7 @@ class SlurmBackend(Backend):
 
     # -- the interface -------------------------------------------------------------------------------
 
-    def validate(self, step: str, resources: Resources, shards: int) -> None:
+    def validate(self, step: str, resources: Resources, shards: int, *, requeues: int = 0) -> None:
         """Ask Slurm whether it would accept the step (``sbatch --test-only``), before anything is queued."""
         from submitit.slurm.slurm import _make_sbatch_string
 
