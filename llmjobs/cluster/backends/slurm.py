@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,12 @@ def _exit_code(text: str) -> int | None:
 
 
 def _time(text: str) -> datetime | None:
+    """sacct's times are in the local zone of the machine running it (TZ honoured): stored as UTC."""
     try:
-        return datetime.fromisoformat(text)
+        local = datetime.fromisoformat(text)
     except ValueError:  # "Unknown", "None"
         return None
+    return local.astimezone(UTC)
 
 
 def _mem(mem_gb: float) -> str:
@@ -343,7 +345,7 @@ def _cancelled_while_pending(ref: JobRef, last_start: dict[str, datetime | None]
     if ref.folder and JobPaths(ref.folder, job_id=ref.job_id, task_id=0).stdout.exists():
         return False
     latest = last_start[base]
-    return latest is None or (datetime.now() - latest).total_seconds() > _SPLIT_GRACE_S
+    return latest is None or (datetime.now(UTC) - latest).total_seconds() > _SPLIT_GRACE_S
 
 
 def _said(e: BaseException) -> str:
