@@ -280,7 +280,7 @@ def _qsub(argv: list[str]) -> int:
             "state": "H" if held else "Q", "substate": server.SUB_HELD_DEP if held else server.SUB_QUEUED,
         }
         if indices is not None:
-            job.update(indices=indices, range=array_range,
+            job.update(indices=indices, range=array_range, array_exit_rule=st.array_exit_rule(),
                        subjobs={str(i): {"state": job["state"], "substate": job["substate"]} for i in indices})
         if depend and depend["type"] == "afterok":
             for dep_id in depend["ids"]:

@@ -173,7 +173,16 @@ def schedule(store: st.Store) -> None:
             _start(store, job, key, unit, free.pop(0))
 
 
+def _array_code(exit_status: int) -> int:
+    """A subjob's exit status as an array's: 0 ok, 1 non-zero, 2 a PBS error (negative)."""
+    return 2 if exit_status < 0 else (1 if exit_status else 0)
+
+
 def _array_exit(job: dict) -> int:
+    if job.get("array_exit_rule", "last") == "last":
+        # OpenPBS 23.06 overwrites the array's exit status subjob by subjob: the last subjob to end decides,
+        # so an array whose failed subjob ended first still "succeeds" and releases its afterok dependents
+        return job.get("last_subjob_exit", 0)
     # PBS documents an array's exit status as 0 (all subjobs 0), 1 (some subjob non-zero), 2 (PBS error);
     # deleted subjobs do not count.
     codes = [u.get("exit_status") for _, u in units(job) if u.get("substate") != SUB_DELETED]
@@ -213,6 +222,7 @@ def finish(store: st.Store, job: dict, unit: dict, exit_status: int) -> None:
     unit.update(state="F", exit_status=exit_status, obittime=now, history_timestamp=now, mtime=now,
                 stageout_status=1, runner_pid=None)
     if unit is not job:
+        job["last_subjob_exit"] = _array_code(exit_status)
         _finish_array_if_done(store, job)
     elif job.get("vanish_on_finish"):
         del store.jobs[str(job["num"])]
