@@ -94,6 +94,7 @@ def pbs(tmp_path, monkeypatch):
     env.pop("PBS_EMULATOR_JSON_RULE", None)
     emulator = Pbs(home, workdir, env)
     yield emulator
+    pbs_emulator.restart(home)
     # Leave no job processes behind.
     states = pbs_emulator.job_states(home)
     active = [j for j, s in states.items() if s != "F" and not re.search(r"\[\d+\]", j)]

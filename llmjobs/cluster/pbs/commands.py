@@ -114,6 +114,38 @@ def qsub(script: Path | str, args: Sequence[str] = (), retry: Retry | None = Non
 
 # --- qdel ---------------------------------------------------------------------------------------------------
 
+# plain job ids sent in one qdel call; arrays always go alone (see qdel_groups)
+QDEL_BATCH = 100
+
+
+def qdel_groups(job_ids: Sequence[str], batch: int = QDEL_BATCH) -> list[list[str]]:
+    """The qdel calls that delete these jobs without crashing a stock OpenPBS 23.06 server.
+
+    One qdel holding two or more subjobs of one array plus any other job crashes that server (a double free
+    in its delete path; the fix is in no release), and the client then exits 0 without a word. So subjobs
+    are never listed: each array is deleted whole by its array id (``1234[].pbs1``), alone in its call, and
+    plain jobs go together in batches. Arrays come first, the last-submitted first (downstream steps
+    before the steps they wait for). Text that is no PBS id is passed through as a plain id.
+    """
+    arrays: list[str] = []
+    plain: list[str] = []
+    for job_id in job_ids:
+        try:
+            parent = pbs_state.array_parent(job_id)
+            is_array = parent is not None or pbs_state.split_job_id(job_id)[1] == ""
+        except ValueError:
+            parent, is_array = None, False
+        if is_array:
+            array_id = parent or job_id
+            if array_id not in arrays:
+                arrays.append(array_id)
+        elif job_id not in plain:
+            plain.append(job_id)
+    groups = [[a] for a in reversed(arrays)]
+    groups += [plain[i:i + batch] for i in range(0, len(plain), batch)]
+    return groups
+
+
 def qdel(job_ids: Sequence[str], retry: Retry | None = None) -> None:
     """Delete jobs; unknown (153) or already finished (35) ids are not errors."""
     if not job_ids:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import ids
 from . import store as st
 
 NOT_RUNNING = "Not Running: Not enough free nodes available"
@@ -154,7 +155,32 @@ def _start(store: st.Store, job: dict, key: str, unit: dict, slot: int) -> None:
     unit["runner_pid"] = _spawn_runner(store, key)
 
 
+def crashes_on_delete(args: list[str]) -> bool:
+    """The qdel that crashes a stock OpenPBS 23.06 server: two or more subjobs of one array plus any other
+    job in one request (a double free in the server's delete path, fixed in no release)."""
+    refs = [ids.parse(a) for a in args]
+    per_array: dict[int, int] = {}
+    for ref in refs:
+        if ref is not None and ref.index:
+            per_array[ref.number] = per_array.get(ref.number, 0) + 1
+    return any(count >= 2 and len(args) > count for count in per_array.values())
+
+
+def crash(store: st.Store, request: str) -> None:
+    """The server process is gone: every command fails to connect until :func:`restart`. Running jobs keep
+    running (their MoM does not need the server) and their ends are recorded as the MoM reports them."""
+    store.data["down"] = {"since": st.now(), "request": request}
+    with open(store.home / "server.log", "a") as log:
+        log.write(f"{time.ctime()} pbs_server crashed (double free) in: {request}\n")
+
+
+def is_down(store: st.Store) -> bool:
+    return bool(store.data.get("down"))
+
+
 def schedule(store: st.Store) -> None:
+    if is_down(store):
+        return  # no server, no scheduling
     while _resolve_dependencies(store):
         pass
     running = [u for job in store.jobs.values() for _, u in units(job) if u["state"] == "R"]
