@@ -17,9 +17,12 @@ from llmjobs.cluster.pbs.commands import qdel_groups
 
 
 def test_qdel_groups_never_list_subjobs():
-    ids = ["5[0].pbs1", "5[1].pbs1", "5[2].pbs1", "6.pbs1", "7[3].pbs1", "8.pbs1", "9[].pbs1", "<C>"]
-    assert qdel_groups(ids) == [["9[].pbs1"], ["7[].pbs1"], ["5[].pbs1"], ["6.pbs1", "8.pbs1", "<C>"]]
-    assert qdel_groups([f"{n}.pbs1" for n in range(250)], batch=100)[2] == [f"{n}.pbs1" for n in range(200, 250)]
+    # in submission order: 5 (array), 6, 7 (array), 8, 9 (array), <C>, 10; deleted downstream first
+    ids = ["5[0].pbs1", "5[1].pbs1", "5[2].pbs1", "6.pbs1", "7[3].pbs1", "8.pbs1", "9[].pbs1", "<C>", "10.pbs1"]
+    assert qdel_groups(ids) == [["10.pbs1", "<C>"], ["9[].pbs1"], ["8.pbs1"], ["7[].pbs1"], ["6.pbs1"],
+                                ["5[].pbs1"]]
+    batches = qdel_groups([f"{n}.pbs1" for n in range(250)], batch=100)
+    assert [len(b) for b in batches] == [100, 100, 50] and batches[0][0] == "249.pbs1"
     assert qdel_groups([]) == []
 
 

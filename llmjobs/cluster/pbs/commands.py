@@ -123,26 +123,31 @@ def qdel_groups(job_ids: Sequence[str], batch: int = QDEL_BATCH) -> list[list[st
 
     One qdel holding two or more subjobs of one array plus any other job crashes that server (a double free
     in its delete path; the fix is in no release), and the client then exits 0 without a word. So subjobs
-    are never listed: each array is deleted whole by its array id (``1234[].pbs1``), alone in its call, and
-    plain jobs go together in batches. Arrays come first, the last-submitted first (downstream steps
-    before the steps they wait for). Text that is no PBS id is passed through as a plain id.
+    are never listed: each array is deleted whole by its array id (``1234[].pbs1``), alone in its call;
+    plain jobs next to each other go together, in batches. The order is reversed (ids come in submission
+    order): downstream steps go before the steps they wait for, so none is ended as "dependency failed".
+    Text that is no PBS id is passed through as a plain id.
     """
-    arrays: list[str] = []
-    plain: list[str] = []
-    for job_id in job_ids:
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    batching = False  # the last group is a batch of plain jobs
+    for job_id in reversed(list(job_ids)):
         try:
-            parent = pbs_state.array_parent(job_id)
-            is_array = parent is not None or pbs_state.split_job_id(job_id)[1] == ""
+            index = pbs_state.split_job_id(job_id)[1]
+            array_id = pbs_state.array_parent(job_id) or (job_id if index == "" else None)
         except ValueError:
-            parent, is_array = None, False
-        if is_array:
-            array_id = parent or job_id
-            if array_id not in arrays:
-                arrays.append(array_id)
-        elif job_id not in plain:
-            plain.append(job_id)
-    groups = [[a] for a in reversed(arrays)]
-    groups += [plain[i:i + batch] for i in range(0, len(plain), batch)]
+            array_id = None
+        if (array_id or job_id) in seen:
+            continue
+        seen.add(array_id or job_id)
+        if array_id is not None:
+            groups.append([array_id])
+            batching = False
+        elif batching and len(groups[-1]) < batch:
+            groups[-1].append(job_id)
+        else:
+            groups.append([job_id])
+            batching = True
     return groups
 
 
