@@ -96,6 +96,15 @@ def test_llmjobs_cancel_of_an_array_and_its_dependent_keeps_the_server_alive(pbs
     run_id = r.stdout.split()[0]
     pbs_cli.wait_until(run_id, lambda v: all(a["state"] == "running" for a in _attempts(v, "gen")), timeout=60)
 
+    # a server that cannot be reached: cancel says so, and nothing is called cancelled
+    pbs_server.inject("qdel_transient", count=1000)
+    pbs_cli.env["LLMJOBS_PBS_RETRIES"] = "1"  # no retries of the qdel that cannot succeed
+    r = pbs_cli("cancel", run_id)
+    del pbs_cli.env["LLMJOBS_PBS_RETRIES"]
+    assert r.returncode == 1 and "qdel failed for" in r.stderr and "1[].pbs1" in r.stderr, r.stderr
+    assert "cancelled" not in {a["state"] for a in _attempts(pbs_cli.status(run_id), "gen")}
+    pbs_server.clear()
+
     r = pbs_cli("cancel", run_id)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not pbs_server.is_down(), "llmjobs cancel sent the qdel that crashes OpenPBS 23.06"

@@ -324,19 +324,21 @@ class PBSBackend(Backend):
         if not jobs:
             return {}
         failed: list[str] = []
-        for group in commands.qdel_groups([ref.job_id for ref in jobs]):
+        groups = commands.qdel_groups([ref.job_id for ref in jobs])
+        for group in groups:
             try:
                 commands.qdel(group)
             except Exception as e:  # noqa: BLE001 - the other groups are still deleted
                 failed.append(f"{' '.join(group)} ({e})")
-        statuses = self._settle(jobs)
+        # nothing deleted (every call failed): one look, no wait for ends that will not come
+        statuses = self._settle(jobs, wait=len(failed) < len(groups))
         if failed:
             raise SchedulerError(f"qdel failed for {'; '.join(failed)}; those jobs may still be queued or "
                                  "running: check with `llmjobs status` and cancel again")
         return statuses
 
-    def _settle(self, jobs: list[JobRef]) -> dict[str, JobStatus]:
-        deadline = time.monotonic() + self.options.cancel_wait_s
+    def _settle(self, jobs: list[JobRef], wait: bool = True) -> dict[str, JobStatus]:
+        deadline = time.monotonic() + (self.options.cancel_wait_s if wait else 0)
         while True:
             statuses = self.poll(jobs)
             unsettled = [ref.job_id for ref in jobs if ref.job_id not in statuses or statuses[ref.job_id].state.live]

@@ -318,7 +318,8 @@ class SlurmBackend(Backend):
         if not jobs:
             return {}
         failed: list[str] = []
-        for group in scancel_groups([ref.job_id for ref in jobs]):
+        groups = scancel_groups([ref.job_id for ref in jobs])
+        for group in groups:
             try:
                 proc = subprocess.run(["scancel", *group], capture_output=True, text=True, timeout=120,
                                       check=False)
@@ -327,14 +328,15 @@ class SlurmBackend(Backend):
                 continue
             if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
                 failed.append(f"{' '.join(group)} ({' '.join(proc.stderr.split())})")
-        statuses = self._settle(jobs)
+        # nothing deleted (every call failed): one look, no wait for ends that will not come
+        statuses = self._settle(jobs, wait=len(failed) < len(groups))
         if failed:
             raise SchedulerError(f"scancel failed for {'; '.join(failed)}; those jobs may still be queued or "
                                  "running: check with `llmjobs status` and cancel again")
         return statuses
 
-    def _settle(self, jobs: list[JobRef]) -> dict[str, JobStatus]:
-        deadline = time.monotonic() + self.options.cancel_wait_s
+    def _settle(self, jobs: list[JobRef], wait: bool = True) -> dict[str, JobStatus]:
+        deadline = time.monotonic() + (self.options.cancel_wait_s if wait else 0)
         statuses: dict[str, JobStatus] = {}
         while True:
             try:
