@@ -317,7 +317,7 @@ def _prepare(plan: Plan, profile: Profile, backend: Backend, name: str | None):
     run_dir = profile.runs_dir() / run_id
     for step_name in plan.order:
         spec = plan.step(step_name)
-        backend.validate(step_name, spec.resources, spec.shards)
+        backend.validate(step_name, spec.resources, spec.shards, requeues=spec.requeues)
     outputs = {s: str(run_dir / s) for s in plan.order}
     resolved = {s: interpolate(plan.step(s).params, outputs, {"dir": str(run_dir), "id": run_id})
                 for s in plan.order}

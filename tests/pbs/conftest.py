@@ -33,6 +33,16 @@ class PBSServer:
 
         pbs_emulator.clear(self.home)
 
+    def is_down(self) -> bool:
+        import pbs_emulator
+
+        return pbs_emulator.is_down(self.home)
+
+    def restart(self) -> None:
+        import pbs_emulator
+
+        pbs_emulator.restart(self.home)
+
     def states(self) -> dict[str, str]:
         import pbs_emulator
 
@@ -60,6 +70,7 @@ def pbs_server(tmp_path, monkeypatch):
     server = PBSServer(home, env)
     yield server
     server.clear()
+    pbs_emulator.restart(home)  # a test may have crashed it on purpose
     live = [j for j, s in server.states().items() if s != "F" and not ("[" in j and not j.endswith("[].pbs1"))]
     if live:
         server.run("qdel", *live)

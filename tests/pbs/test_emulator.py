@@ -94,6 +94,7 @@ def pbs(tmp_path, monkeypatch):
     env.pop("PBS_EMULATOR_JSON_RULE", None)
     emulator = Pbs(home, workdir, env)
     yield emulator
+    pbs_emulator.restart(home)
     # Leave no job processes behind.
     states = pbs_emulator.job_states(home)
     active = [j for j, s in states.items() if s != "F" and not re.search(r"\[\d+\]", j)]
@@ -462,3 +463,28 @@ def test_full_text_format_wraps_long_values(pbs):
     variables = text.split("    Variable_List = ", 1)[1].split("\n    ", 1)[0].replace("\n\t", "")
     assert f"PBS_O_WORKDIR={pbs.workdir}" in variables.split(",") and "LONG=" + "x" * 150 in variables
     assert "    Exit_status = 0\n" in text and "    Resource_List.select = 1:ncpus=1\n" in text
+
+
+def test_array_afterok_follows_the_last_subjob_to_end(pbs):
+    # OpenPBS 23.06 overwrites an array's exit status subjob by subjob: a failed subjob that ends before
+    # the others is forgotten, and the array's afterok dependents are released (slots=1: 0, 1, 2, 3 in turn)
+    body = '[ "$PBS_ARRAY_INDEX" = {bad} ] && exit 3\nexit 0\n'
+    early = pbs.qsub("-J", "0-3", pbs.script("early.sh", body.format(bad=1)))
+    after_early = pbs.qsub("-W", f"depend=afterok:{early}", pbs.script("a.sh", "echo ran\n"))
+    parent = pbs.wait(early, state("F"))
+    assert (parent["Exit_status"], parent["substate"]) == (0, 92)
+    assert pbs.job("1[1].pbs1")["Exit_status"] == 3
+    assert pbs.wait(after_early, state("F"))["Exit_status"] == 0  # released: it ran
+    assert (pbs.workdir / "a.sh.o2").read_text() == "ran\n"
+
+    late = pbs.qsub("-J", "0-3", pbs.script("late.sh", body.format(bad=3)))
+    after_late = pbs.qsub("-W", f"depend=afterok:{late}", pbs.script("b.sh", "echo ran\n"))
+    assert (pbs.wait(late, state("F"))["Exit_status"]) == 1
+    assert "Exit_status" not in pbs.wait(after_late, state("F"))  # the failed subjob ended last: deleted
+
+    # PBS_EMULATOR_ARRAY_EXIT=any: the documented rule (any failed subjob fails the array)
+    documented = pbs.qsub("-J", "0-3", pbs.script("doc.sh", body.format(bad=1)),
+                          env={"PBS_EMULATOR_ARRAY_EXIT": "any"})
+    after_documented = pbs.qsub("-W", f"depend=afterok:{documented}", pbs.script("c.sh", "echo ran\n"))
+    assert (pbs.wait(documented, state("F"))["Exit_status"]) == 1
+    assert "Exit_status" not in pbs.wait(after_documented, state("F"))

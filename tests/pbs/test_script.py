@@ -53,6 +53,8 @@ CASES = {
     "dependent": (abci(), step_job("score", 1, {"cpus": 4},
                                    after=["12[0].pbs1", "12[1].pbs1", "13.pbs1"])),
     "reservation": (abci(reservation="R1234"), step_job("train", 1, {"gpus_per_node": 8, "cpus": 64})),
+    # PBS takes seconds: 20 s stays 20 s, not a minute
+    "short_walltime": (abci(), step_job("probe", 1, {"cpus": 1, "walltime": "00:00:20"})),
 }
 
 
@@ -90,6 +92,7 @@ def test_matched_types_and_queues():
     assert "^array_index^" in text["array"]
     assert "#PBS -W depend=afterok:12[].pbs1:13.pbs1" in text["dependent"]
     assert "#PBS -q R1234" in text["reservation"] and "#PBS -v RTYPE=rt_HF" in text["reservation"]
+    assert "#PBS -l walltime=00:00:20\n" in text["short_walltime"]
 
 
 def test_one_combined_v_line():

@@ -86,7 +86,7 @@ class Backend(abc.ABC):
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
 
-    def validate(self, step: str, resources: Resources, shards: int) -> None:
+    def validate(self, step: str, resources: Resources, shards: int, *, requeues: int = 0) -> None:
         """Refuse (``UserError``) what this cluster cannot run, before anything is queued."""
 
     @abc.abstractmethod

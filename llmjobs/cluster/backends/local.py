@@ -93,7 +93,7 @@ class LocalBackend(Backend):
     def slots_dir(self) -> Path:
         return Path(self.options.slots_dir or settings.home() / "local" / "slots").expanduser()
 
-    def validate(self, step: str, resources: Resources, shards: int) -> None:
+    def validate(self, step: str, resources: Resources, shards: int, *, requeues: int = 0) -> None:
         if resources.gpus_per_node > 0:
             have = _visible_gpus()
             if resources.gpus_per_node > have:

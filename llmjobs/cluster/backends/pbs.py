@@ -22,6 +22,7 @@ Profile options::
       variables: {}              # more -v variables (one combined -v is emitted)
       python: null               # interpreter on the nodes when no container
       lost_grace_s: 600          # a job PBS forgot, with no exit sentinel, is lost after this long
+      cancel_wait_s: 15          # after qdel, wait up to this long for the server to report the jobs ended
     resources:
       types:
         - {name: rt_HC, gpus: 0, cpus: 32, mem_gb: 320, max_nodes: 1}
@@ -33,11 +34,11 @@ from __future__ import annotations
 
 import getpass
 import logging
-import math
 import os
 import re
 import shlex
 import sys
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -94,6 +95,7 @@ class PBSOptions(BaseModel):
     modules_init: str | None = script.MODULES_INIT
     python: str | None = None
     lost_grace_s: float = Field(tracking.DEFAULT_GRACE_S, ge=0)
+    cancel_wait_s: float = Field(15.0, ge=0, description="after qdel, wait this long for the jobs to end")
 
     @field_validator("max_walltime", mode="before")
     @classmethod
@@ -190,7 +192,7 @@ class PBSBackend(Backend):
             "project": self.group,
             "queue": queue,
             "nodes": resources.nodes,
-            "walltime": max(1, math.ceil(resources.walltime_seconds / 60)),
+            "walltime": format_walltime(resources.walltime_seconds),  # seconds: PBS takes them
             "variables": variables,
             "env": self._exports(container, env or {}),
             "setup": list(self.profile.setup),
@@ -243,8 +245,13 @@ class PBSBackend(Backend):
 
     # -- the interface -------------------------------------------------------------------------------
 
-    def validate(self, step: str, resources: Resources, shards: int) -> None:
+    def validate(self, step: str, resources: Resources, shards: int, *, requeues: int = 0) -> None:
         o = self.options
+        if requeues:
+            raise UserError(f"step {step!r}: requeues: {requeues} cannot work on PBS: the server sends no "
+                            "signal before the walltime, so a shard cannot checkpoint and be requeued. "
+                            "Remove requeues and let the shard checkpoint on its own; `llmjobs resume` "
+                            "reruns a timed-out shard, which resumes from its checkpoint")
         if o.require_group and not self.group:
             raise UserError(f"{self.where}: scheduler.group is not set: every PBS job on this cluster needs "
                             "-P <group>; set scheduler.group to your group (e.g. gaa12345) or export "
@@ -306,8 +313,39 @@ class PBSBackend(Backend):
         keys = [tracking.JobKey(ref.job_id, ref.folder) for ref in jobs]
         return tracking.poll(keys, grace_s=self.options.lost_grace_s)
 
-    def cancel(self, jobs: list[JobRef]) -> None:
-        try:
-            commands.qdel([ref.job_id for ref in jobs])
-        except Exception as e:  # noqa: BLE001
-            raise SchedulerError(f"qdel failed: {e}") from None
+    def cancel(self, jobs: list[JobRef]) -> dict[str, JobStatus]:
+        """qdel in the groups a buggy server survives (``commands.qdel_groups``: whole arrays by their array
+        id, one per call), then what the server says of the jobs: never assume they are gone.
+
+        Arrays are deleted whole: the controller cancels a step's live shards together, and they are one
+        array. A running job ends some seconds after its SIGTERM (the queue's ``kill_delay``), so the
+        states are polled until none is queued or running, for up to ``cancel_wait_s``.
+        """
+        if not jobs:
+            return {}
+        failed: list[str] = []
+        groups = commands.qdel_groups([ref.job_id for ref in jobs])
+        for group in groups:
+            try:
+                commands.qdel(group)
+            except Exception as e:  # noqa: BLE001 - the other groups are still deleted
+                failed.append(f"{' '.join(group)} ({e})")
+        # nothing deleted (every call failed): one look, no wait for ends that will not come
+        statuses = self._settle(jobs, wait=len(failed) < len(groups))
+        if failed:
+            raise SchedulerError(f"qdel failed for {'; '.join(failed)}; those jobs may still be queued or "
+                                 "running: check with `llmjobs status` and cancel again")
+        return statuses
+
+    def _settle(self, jobs: list[JobRef], wait: bool = True) -> dict[str, JobStatus]:
+        deadline = time.monotonic() + (self.options.cancel_wait_s if wait else 0)
+        while True:
+            statuses = self.poll(jobs)
+            unsettled = [ref.job_id for ref in jobs if ref.job_id not in statuses or statuses[ref.job_id].state.live]
+            if not unsettled:
+                return statuses
+            if time.monotonic() >= deadline:
+                log.warning("after qdel, PBS still reports %d job(s) queued or running, or says nothing of them "
+                            "(first: %s)", len(unsettled), unsettled[0])
+                return statuses
+            time.sleep(1.0)

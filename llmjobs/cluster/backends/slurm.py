@@ -17,10 +17,12 @@ Profile options (``scheduler:`` in the cluster profile)::
       sbatch: {mail-type: END, exclusive: true}   # any other sbatch option, verbatim
       srun_args: [--cpu-bind=none]
       python: /shared/venv/bin/python   # interpreter on the nodes when no container (default: this one)
+      cancel_wait_s: 15       # after scancel, wait up to this long for sacct to report the jobs ended
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import shlex
@@ -28,7 +30,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,8 @@ from llmjobs.cluster.backends.base import Backend, JobRef, JobState, JobStatus, 
 from llmjobs.cluster.container import ContainerSpec, container_env, env_prefix, python_command
 from llmjobs.errors import SchedulerError, UserError
 from llmjobs.resources import Resources
+
+log = logging.getLogger("llmjobs.slurm")
 
 SACCT_FIELDS = ("JobID", "State", "Reason", "ExitCode", "NodeList", "Start", "End")
 
@@ -54,6 +59,7 @@ class SlurmOptions(BaseModel):
     sbatch: dict[str, Any] = Field(default_factory=dict, description="extra sbatch options, verbatim")
     srun_args: list[str] = Field(default_factory=list)
     python: str | None = Field(None, description="python on the nodes when no container")
+    cancel_wait_s: float = Field(15.0, ge=0, description="after scancel, wait this long for the jobs to end")
 
 
 # Slurm's terminal states that are failures, and the reason the registry keeps for each
@@ -110,10 +116,12 @@ def _exit_code(text: str) -> int | None:
 
 
 def _time(text: str) -> datetime | None:
+    """sacct's times are in the local zone of the machine running it (TZ honoured): stored as UTC."""
     try:
-        return datetime.fromisoformat(text)
+        local = datetime.fromisoformat(text)
     except ValueError:  # "Unknown", "None"
         return None
+    return local.astimezone(UTC)
 
 
 def _mem(mem_gb: float) -> str:
@@ -212,7 +220,7 @@ class SlurmBackend(Backend):
 
     # -- the interface -------------------------------------------------------------------------------
 
-    def validate(self, step: str, resources: Resources, shards: int) -> None:
+    def validate(self, step: str, resources: Resources, shards: int, *, requeues: int = 0) -> None:
         """Ask Slurm whether it would accept the step (``sbatch --test-only``), before anything is queued."""
         from submitit.slurm.slurm import _make_sbatch_string
 
@@ -300,13 +308,76 @@ class SlurmBackend(Backend):
                 result[ref.job_id] = JobStatus(JobState.CANCELLED, reason="cancelled before it started")
         return result
 
-    def cancel(self, jobs: list[JobRef]) -> None:
+    def cancel(self, jobs: list[JobRef]) -> dict[str, JobStatus]:
+        """scancel whole arrays by their array job id, one per call, plain jobs batched (the rule that keeps a
+        buggy PBS server alive, kept here too), then what sacct says: never assume the jobs are gone.
+
+        The controller cancels a step's live shards together, and they are one array. Jobs end some seconds
+        after their signal, so sacct is asked until none is queued or running, for up to ``cancel_wait_s``.
+        """
         if not jobs:
-            return
-        proc = subprocess.run(["scancel", *[ref.job_id for ref in jobs]], capture_output=True, text=True,
-                              timeout=120, check=False)
-        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
-            raise SchedulerError(f"scancel failed: {proc.stderr.strip()}")
+            return {}
+        failed: list[str] = []
+        groups = scancel_groups([ref.job_id for ref in jobs])
+        for group in groups:
+            try:
+                proc = subprocess.run(["scancel", *group], capture_output=True, text=True, timeout=120,
+                                      check=False)
+            except (subprocess.TimeoutExpired, OSError) as e:
+                failed.append(f"{' '.join(group)} ({e})")
+                continue
+            if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+                failed.append(f"{' '.join(group)} ({' '.join(proc.stderr.split())})")
+        # nothing deleted (every call failed): one look, no wait for ends that will not come
+        statuses = self._settle(jobs, wait=len(failed) < len(groups))
+        if failed:
+            raise SchedulerError(f"scancel failed for {'; '.join(failed)}; those jobs may still be queued or "
+                                 "running: check with `llmjobs status` and cancel again")
+        return statuses
+
+    def _settle(self, jobs: list[JobRef], wait: bool = True) -> dict[str, JobStatus]:
+        deadline = time.monotonic() + (self.options.cancel_wait_s if wait else 0)
+        statuses: dict[str, JobStatus] = {}
+        while True:
+            try:
+                statuses = self.poll(jobs)
+            except SchedulerError as e:
+                log.warning("after scancel: %s", e)
+            unsettled = [r.job_id for r in jobs if r.job_id not in statuses or statuses[r.job_id].state.live]
+            if not unsettled:
+                return statuses
+            if time.monotonic() >= deadline:
+                log.warning("after scancel, Slurm still reports %d job(s) queued or running, or says nothing of "
+                            "them (first: %s)", len(unsettled), unsettled[0])
+                return statuses
+            time.sleep(1.0)
+
+
+SCANCEL_BATCH = 100
+
+
+def scancel_groups(job_ids: list[str], batch: int = SCANCEL_BATCH) -> list[list[str]]:
+    """The scancel calls for these jobs: an array task (``123_4``) stands for its whole array (``123``),
+    alone in its call; plain jobs next to each other go together. Reversed (ids come in submission
+    order): downstream steps go before the steps they wait for."""
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    batching = False
+    for job_id in reversed(job_ids):
+        base, sep, _ = job_id.partition("_")
+        target = base if sep else job_id
+        if target in seen:
+            continue
+        seen.add(target)
+        if sep:
+            groups.append([base])
+            batching = False
+        elif batching and len(groups[-1]) < batch:
+            groups[-1].append(job_id)
+        else:
+            groups.append([job_id])
+            batching = True
+    return groups
 
 
 def _dependency_ids(after: list[JobRef]) -> list[str]:
@@ -343,7 +414,7 @@ def _cancelled_while_pending(ref: JobRef, last_start: dict[str, datetime | None]
     if ref.folder and JobPaths(ref.folder, job_id=ref.job_id, task_id=0).stdout.exists():
         return False
     latest = last_start[base]
-    return latest is None or (datetime.now() - latest).total_seconds() > _SPLIT_GRACE_S
+    return latest is None or (datetime.now(UTC) - latest).total_seconds() > _SPLIT_GRACE_S
 
 
 def _said(e: BaseException) -> str:

@@ -22,6 +22,7 @@ from submitit.core import core, utils
 from llmjobs.cluster.backends.base import JobStatus
 from llmjobs.cluster.pbs import commands, script, tracking
 from llmjobs.cluster.pbs import state as pbs_state
+from llmjobs.resources import format_walltime, parse_walltime
 
 _UNFINISHED = {"QUEUED", "RUNNING", "UNKNOWN"}
 
@@ -138,8 +139,8 @@ class PBSExecutor(core.PicklingExecutor):
             raise ValueError(f"Unavailable parameter(s): {unknown}\nValid parameters are:\n  - {listing}")
         if kwargs.pop("tasks_per_node", 1) not in (None, 1):
             raise ValueError("PBS executor runs one task per node (tasks_per_node=1); start more inside it")
-        if "walltime" in kwargs:  # minutes, as submitit's timeout_min, so the signal handler can use it
-            kwargs["walltime"] = _minutes(kwargs["walltime"])
+        if "walltime" in kwargs:  # kept to the second: PBS takes seconds (20 s must not become a minute)
+            kwargs["walltime"] = format_walltime(parse_walltime(kwargs["walltime"]))
         script.render_script(command="check", folder=self.folder, **{**self.parameters, **kwargs})
         super()._internal_update_parameters(**kwargs)
 
@@ -189,8 +190,7 @@ class PBSExecutor(core.PicklingExecutor):
     def _internal_process_submissions(
         self, delayed_submissions: list[utils.DelayedSubmission]
     ) -> list[core.Job[tp.Any]]:
-        if len(delayed_submissions) == 1:
-            return super()._internal_process_submissions(delayed_submissions)
+        # not submitit's version for one job: it would take the walltime ("HH:MM:SS") as timeout minutes
         folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         timeout_min = _minutes(self.parameters.get("walltime", 60))
@@ -201,6 +201,12 @@ class PBSExecutor(core.PicklingExecutor):
             d.dump(pickle_path)
             pickle_paths.append(pickle_path)
         n = len(delayed_submissions)
+        if n == 1:
+            self._throttle()
+            self._last_job_submitted = time.time()
+            job = self._submit_command(self._submitit_command_str)
+            job.paths.move_temporary_file(pickle_paths[0], "submitted_pickle")
+            return [job]
         array_ex = PBSExecutor(self.folder, self.max_num_timeout, python=self.python)
         array_ex.parameters = {**self.parameters, "map_count": n}
         self._throttle()
@@ -222,6 +228,4 @@ class PBSExecutor(core.PicklingExecutor):
 
 
 def _minutes(walltime: int | str) -> int:
-    from llmjobs.resources import parse_walltime
-
     return max(1, -(-parse_walltime(walltime) // 60))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from llmjobs.cluster.backends.base import JobState, JobStatus
@@ -161,15 +161,20 @@ def _int(value: Any) -> int | None:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """PBS times (``'Sun Nov 22 18:43:59 2026'``, the server's local time) or epoch seconds."""
+    """PBS times (``'Sun Nov 22 18:43:59 2026'``) or epoch seconds, as an aware UTC datetime.
+
+    qstat formats times with the CLIENT's ``ctime()``, so they are in the local time zone of the machine
+    running qstat (``TZ`` honoured): JST on ABCI's login nodes. Read them in that zone, never as UTC.
+    """
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value)
+        return datetime.fromtimestamp(value, UTC)
     try:
-        return datetime.strptime(str(value).strip(), "%a %b %d %H:%M:%S %Y")
+        local = datetime.strptime(str(value).strip(), "%a %b %d %H:%M:%S %Y")
     except ValueError:
         return None
+    return local.astimezone(UTC)  # a naive datetime's astimezone() reads it in the local zone
 
 
 def exec_hosts(attrs: dict[str, Any]) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from submitit.core.utils import JobPaths
@@ -51,7 +51,7 @@ def _started(folder: str | Path, job_id: str) -> tuple[str | None, datetime | No
     if not started:
         return None, None, None
     parts = started.split()
-    started_at = datetime.fromtimestamp(float(parts[0])) if parts and _is_number(parts[0]) else None
+    started_at = datetime.fromtimestamp(float(parts[0]), UTC) if parts and _is_number(parts[0]) else None
     return started, started_at, parts[1] if len(parts) > 1 else None
 
 
@@ -62,7 +62,7 @@ def from_exit_file(folder: str | Path, job_id: str) -> JobStatus | None:
         return None
     _, started_at, host = _started(folder, job_id)
     code = int(code_text)
-    ended = datetime.fromtimestamp(exit_path(folder, job_id).stat().st_mtime)
+    ended = datetime.fromtimestamp(exit_path(folder, job_id).stat().st_mtime, UTC)
     if code == 0:
         return JobStatus(JobState.SUCCEEDED, exit_code=0, nodes=host, started_at=started_at, ended_at=ended)
     reason = f"killed by {pbs_state.signal_name(code - 128)}" if 128 < code < 160 else f"exit code {code}"

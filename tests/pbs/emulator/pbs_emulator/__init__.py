@@ -16,7 +16,7 @@ from .faults import KINDS, clear, inject
 
 BIN_DIR = Path(__file__).resolve().parent.parent / "bin"
 
-__all__ = ["BIN_DIR", "KINDS", "clear", "environment", "inject", "job_states", "wait_idle"]
+__all__ = ["BIN_DIR", "KINDS", "clear", "environment", "inject", "is_down", "job_states", "restart", "wait_idle"]
 
 
 def environment(home, server: str = "pbs1", slots: int = 2, require_project: bool = False,
@@ -42,6 +42,23 @@ def job_states(home) -> dict[str, str]:
         for index, sub in (job.get("subjobs") or {}).items():
             states[f"{job['num']}[{index}].{job['server']}"] = sub["state"]
     return states
+
+
+def is_down(home) -> bool:
+    """Whether the emulated server has crashed (see ``server.crashes_on_delete``)."""
+    from . import server, store
+
+    with store.locked(Path(home), write=False) as s:
+        return server.is_down(s)
+
+
+def restart(home) -> None:
+    """Start a crashed server again (``pbs_server`` restarted by an administrator)."""
+    from . import server, store
+
+    with store.locked(Path(home)) as s:
+        s.data.pop("down", None)
+        server.schedule(s)
 
 
 def wait_idle(home, timeout: float = 60.0) -> None:

@@ -142,7 +142,8 @@ def _output_path(value: str | None, workdir: str, default_name: str) -> str:
 
 def _transient(command: str, json_header: bool = False) -> int | None:
     with st.locked() as store:
-        fault = faults.take(store, f"{command}_transient")
+        down = server.is_down(store)
+        fault = {} if down else faults.take(store, f"{command}_transient")
     if fault is None:
         return None
     message, rc = faults.transient_error(command, fault)
@@ -280,7 +281,7 @@ def _qsub(argv: list[str]) -> int:
             "state": "H" if held else "Q", "substate": server.SUB_HELD_DEP if held else server.SUB_QUEUED,
         }
         if indices is not None:
-            job.update(indices=indices, range=array_range,
+            job.update(indices=indices, range=array_range, array_exit_rule=st.array_exit_rule(),
                        subjobs={str(i): {"state": job["state"], "substate": job["substate"]} for i in indices})
         if depend and depend["type"] == "afterok":
             for dep_id in depend["ids"]:
@@ -383,6 +384,11 @@ def qdel_main(argv: list[str]) -> int:
     server_name = st.server_name()
     errors = []
     with st.locked() as store:
+        if server.crashes_on_delete(args):
+            # OpenPBS 23.06 dies in this request (a double free); the client gets no reply, says nothing
+            # and exits 0. Nothing of the request is done; the jobs' processes keep running.
+            server.crash(store, f"qdel {' '.join(args)}")
+            return 0
         for arg in args:
             ref = ids.parse(arg)
             if ref is None:

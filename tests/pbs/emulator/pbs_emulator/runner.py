@@ -47,6 +47,8 @@ def _job_env(job: dict, unit_id: str, index: str | None, nodefile: Path, scratch
     )
     if index is not None:
         env.update(PBS_ARRAY_INDEX=index, PBS_ARRAY_ID=job["id"])
+    # qstat/qsub/qdel work inside a job, as on a real node whose /etc/pbs.conf names the server
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PBS_EMULATOR_")})
     return env
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import ids
 from . import store as st
 
 NOT_RUNNING = "Not Running: Not enough free nodes available"
@@ -154,7 +155,32 @@ def _start(store: st.Store, job: dict, key: str, unit: dict, slot: int) -> None:
     unit["runner_pid"] = _spawn_runner(store, key)
 
 
+def crashes_on_delete(args: list[str]) -> bool:
+    """The qdel that crashes a stock OpenPBS 23.06 server: two or more subjobs of one array plus any other
+    job in one request (a double free in the server's delete path, fixed in no release)."""
+    refs = [ids.parse(a) for a in args]
+    per_array: dict[int, int] = {}
+    for ref in refs:
+        if ref is not None and ref.index:
+            per_array[ref.number] = per_array.get(ref.number, 0) + 1
+    return any(count >= 2 and len(args) > count for count in per_array.values())
+
+
+def crash(store: st.Store, request: str) -> None:
+    """The server process is gone: every command fails to connect until :func:`restart`. Running jobs keep
+    running (their MoM does not need the server) and their ends are recorded as the MoM reports them."""
+    store.data["down"] = {"since": st.now(), "request": request}
+    with open(store.home / "server.log", "a") as log:
+        log.write(f"{time.ctime()} pbs_server crashed (double free) in: {request}\n")
+
+
+def is_down(store: st.Store) -> bool:
+    return bool(store.data.get("down"))
+
+
 def schedule(store: st.Store) -> None:
+    if is_down(store):
+        return  # no server, no scheduling
     while _resolve_dependencies(store):
         pass
     running = [u for job in store.jobs.values() for _, u in units(job) if u["state"] == "R"]
@@ -173,7 +199,16 @@ def schedule(store: st.Store) -> None:
             _start(store, job, key, unit, free.pop(0))
 
 
+def _array_code(exit_status: int) -> int:
+    """A subjob's exit status as an array's: 0 ok, 1 non-zero, 2 a PBS error (negative)."""
+    return 2 if exit_status < 0 else (1 if exit_status else 0)
+
+
 def _array_exit(job: dict) -> int:
+    if job.get("array_exit_rule", "last") == "last":
+        # OpenPBS 23.06 overwrites the array's exit status subjob by subjob: the last subjob to end decides,
+        # so an array whose failed subjob ended first still "succeeds" and releases its afterok dependents
+        return job.get("last_subjob_exit", 0)
     # PBS documents an array's exit status as 0 (all subjobs 0), 1 (some subjob non-zero), 2 (PBS error);
     # deleted subjobs do not count.
     codes = [u.get("exit_status") for _, u in units(job) if u.get("substate") != SUB_DELETED]
@@ -213,6 +248,7 @@ def finish(store: st.Store, job: dict, unit: dict, exit_status: int) -> None:
     unit.update(state="F", exit_status=exit_status, obittime=now, history_timestamp=now, mtime=now,
                 stageout_status=1, runner_pid=None)
     if unit is not job:
+        job["last_subjob_exit"] = _array_code(exit_status)
         _finish_array_if_done(store, job)
     elif job.get("vanish_on_finish"):
         del store.jobs[str(job["num"])]

@@ -51,6 +51,15 @@ def kill_delay() -> float:
     return float(os.environ.get("PBS_EMULATOR_KILL_DELAY", "2"))
 
 
+def array_exit_rule() -> str:
+    """``last`` (default): the array's exit status is its last-ending subjob's, as OpenPBS 23.06 does;
+    ``any``: non-zero when any subjob failed, as PBS documents it."""
+    rule = os.environ.get("PBS_EMULATOR_ARRAY_EXIT", "last")
+    if rule not in ("last", "any"):
+        raise SystemExit(f"PBS_EMULATOR_ARRAY_EXIT must be 'last' or 'any', not {rule!r}")
+    return rule
+
+
 def now() -> int:
     return int(time.time())
 
