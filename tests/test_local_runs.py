@@ -166,6 +166,9 @@ def test_cancelled_step_can_be_resumed(cli, tmp_path):
     c_attempt = _shards(view, "C")[0]["attempts"][-1]
     assert c_attempt["state"] == "cancelled" and "dependency" in c_attempt["reason"]
     assert "C" not in _ran(log)
+    # the cancelled shard's log says what happened; no traceback of an interrupt
+    b0 = Path(_shards(view, "B")[0]["attempts"][-1]["stderr"]).read_text()
+    assert "cancelled by user" in b0 and "Traceback" not in b0
 
 
 def test_done_shard_is_not_run_again_even_by_a_stray_job(cli, tmp_path):
@@ -392,6 +395,7 @@ def test_fresh_jobs_are_never_lost_and_exit_codes_are_kept(home, tmp_path):
         seen |= {st.state for st in states.values()}
         if not any(st.state.live for st in states.values()):
             break
+        time.sleep(0.01)
     assert JobState.LOST not in seen and JobState.QUEUED in seen
     failed = states[submitted[5].job_id]
     assert (failed.state, failed.exit_code) == (JobState.FAILED, 3) and "code 3" in failed.reason

@@ -104,17 +104,18 @@ class LocalBackend(Backend):
             out.append(SubmittedJob(job_id=str(jid), folder=str(job.folder), stdout=str(stdout), stderr=str(stderr)))
         return out
 
-    def _queues(self, jobs: list[JobRef]) -> dict[Path, list[JobRef]]:
-        """Jobs by the queue that holds them (the submission folder says; else this profile's queue)."""
+    def _queues(self, jobs: list[JobRef]) -> dict[Path | None, list[JobRef]]:
+        """Jobs by the queue that holds them, as their submission folder says (None: no queue knows them,
+        e.g. a job of an llmjobs from before this queue, whose ids were process ids)."""
         by_folder: dict[str, list[JobRef]] = defaultdict(list)
         for ref in jobs:
             by_folder[ref.folder].append(ref)
-        out: dict[Path, list[JobRef]] = defaultdict(list)
+        out: dict[Path | None, list[JobRef]] = defaultdict(list)
         for folder, refs in by_folder.items():
             try:
-                q = Path((Path(folder) / POINTER).read_text().strip())
+                q: Path | None = Path((Path(folder) / POINTER).read_text().strip())
             except OSError:
-                q = self.queue_dir
+                q = None
             out[q].extend(refs)
         return out
 
@@ -123,7 +124,7 @@ class LocalBackend(Backend):
         for qdir, refs in self._queues(jobs).items():
             ids = [int(r.job_id) for r in refs if r.job_id.isdigit()]
             rows = {}
-            if (qdir / "queue.db").exists():
+            if qdir is not None and (qdir / "queue.db").exists():
                 con = connect(qdir)
                 try:
                     for i in range(0, len(ids), 500):
@@ -137,13 +138,14 @@ class LocalBackend(Backend):
             for ref in refs:
                 row = rows.get(int(ref.job_id)) if ref.job_id.isdigit() else None
                 if row is None:
-                    out[ref.job_id] = JobStatus(JobState.LOST, f"job {ref.job_id} is not in the local queue {qdir}")
+                    out[ref.job_id] = JobStatus(JobState.LOST, f"job {ref.job_id} is in no local queue"
+                                                f"{f' (looked in {qdir})' if qdir else ''}")
                     continue
                 _, state, reason, code, started, ended = row
                 live = live or state in LIVE
                 out[ref.job_id] = JobStatus(STATES[state], reason, exit_code=code, nodes="localhost",
                                             started_at=_time(started), ended_at=_time(ended))
-            if live:
+            if live and qdir is not None:
                 ensure_dispatcher(qdir)  # a dispatcher that died is replaced here; it picks up where it was
         return out
 
@@ -151,7 +153,7 @@ class LocalBackend(Backend):
         sids: list[int] = []
         for qdir, refs in self._queues(jobs).items():
             ids = [int(r.job_id) for r in refs if r.job_id.isdigit()]
-            if not ids or not (qdir / "queue.db").exists():
+            if not ids or qdir is None or not (qdir / "queue.db").exists():
                 continue
             con = connect(qdir)
             try:

@@ -340,7 +340,7 @@ class Dispatcher:
             except OSError:
                 pass
             path = os.pathsep.join([str(Path(g.code).parent), *filter(None, [g.env.get("PYTHONPATH")])])
-            os.execve(g.exec_python, [g.exec_python, "-m", "llmjobs.cluster.backends.local.job",
+            os.execve(g.exec_python, [g.exec_python, "-u", "-m", "llmjobs.cluster.backends.local.job",
                                       str(self.folder), str(jid)], {**g.env, "PYTHONPATH": path})
         finally:
             os._exit(127)

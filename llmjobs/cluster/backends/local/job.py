@@ -115,6 +115,8 @@ def forked_child(queue_dir: str, folder: str, job_id: int, task_blob: bytes, req
         os.dup2(e, 2)
         # drop the dispatcher's descriptors: above all its lock file, which must not outlive the dispatcher
         os.closerange(3, 65536)
+        sys.stdout.reconfigure(line_buffering=True)  # `logs --follow` shows a job's prints as they come
+        sys.stderr.reconfigure(line_buffering=True)
         pid_path(folder, job_id).write_text(str(os.getpid()))
         _adopt_environment(env, cwd)
         code = run_job(queue_dir, folder, job_id, task_blob, requeues_left, dispatcher_pid)
