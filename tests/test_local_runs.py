@@ -444,3 +444,40 @@ def test_two_thousand_shards_run_with_a_bounded_process_count(cli, home, tmp_pat
     assert log.read_text().split() == ["c"]
     out = next(s["output"] for s in view["steps"] if s["name"] == "c")
     assert (Path(out) / "n").read_text().strip() == "2000"
+
+
+def test_a_job_outliving_its_dispatcher_starts_a_new_one_and_the_dag_goes_on(home, tmp_path):
+    """With its dispatcher killed and no llmjobs command running, a finishing job starts a dispatcher, which
+    records it and runs the step after it."""
+    from llmjobs.cluster.backends.base import JobRef, JobState, StepJob
+    from llmjobs.cluster.backends.local import LocalBackend
+    from llmjobs.cluster.profiles import Profile
+    from llmjobs.jobs.task import ShardTask, done_marker
+    from llmjobs.resources import Resources
+
+    backend = LocalBackend(Profile(name="t"))
+    release, out = tmp_path / "release", tmp_path / "out"
+
+    def step(name: str, command: str, after: list[JobRef]) -> list[JobRef]:
+        task = ShardTask(run_id="r", step=name, kind="shell", shard=0, num_shards=1, params={"command": command},
+                         output_dir=str(out), state_dir=str(tmp_path / name))
+        (sub,) = backend.submit(StepJob(run_id="r", step=name, tasks=[task], after=after,
+                                        resources=Resources(walltime="00:05:00"), folder=tmp_path / "logs" / name))
+        return [JobRef(sub.job_id, sub.folder, str(done_marker(tmp_path / name, 0)))]
+
+    a = step("a", f"while [ ! -e {release} ]; do sleep 0.1; done", [])
+    b = step("b", "touch b-ran", a)
+    lock = home / "local" / "dispatcher.lock"
+    deadline = time.time() + 60
+    while backend.poll(a)[a[0].job_id].state != JobState.RUNNING and time.time() < deadline:
+        time.sleep(0.1)
+    dispatcher = int(lock.read_text())
+    os.kill(dispatcher, signal.SIGKILL)
+    time.sleep(0.5)
+    release.touch()
+    while not (out / "b-ran").exists() and time.time() < deadline:  # nothing polls meanwhile
+        time.sleep(0.1)
+    assert (out / "b-ran").exists()
+    assert int(lock.read_text()) != dispatcher
+    states = backend.poll(a + b)
+    assert [states[r.job_id].state for r in a + b] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
