@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -481,3 +482,39 @@ def test_a_job_outliving_its_dispatcher_starts_a_new_one_and_the_dag_goes_on(hom
     assert int(lock.read_text()) != dispatcher
     states = backend.poll(a + b)
     assert [states[r.job_id].state for r in a + b] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+
+
+def test_a_job_from_another_interpreter_is_exec_d_not_forked(home, tmp_path, monkeypatch):
+    """The dispatcher forks jobs only for its own interpreter and llmjobs; a submission from another one
+    (here the same venv through another name) is exec'd there, with the same session, logs and outcome."""
+    from llmjobs.cluster.backends.base import JobRef, JobState, StepJob
+    from llmjobs.cluster.backends.local import LocalBackend
+    from llmjobs.cluster.profiles import Profile
+    from llmjobs.jobs.task import ShardTask
+    from llmjobs.resources import Resources
+
+    backend = LocalBackend(Profile(name="t", scheduler={"max_parallel": 2}))
+    release = tmp_path / "release"
+
+    def submit(name: str, command: str) -> JobRef:
+        task = ShardTask(run_id="r", step=name, kind="shell", shard=0, num_shards=1, params={"command": command},
+                         output_dir=str(tmp_path / "out"), state_dir=str(tmp_path / name))
+        (sub,) = backend.submit(StepJob(run_id="r", step=name, tasks=[task], resources=Resources(walltime="00:05:00"),
+                                        folder=tmp_path / "logs" / name))
+        return JobRef(sub.job_id, sub.folder)
+
+    # a first job keeps the dispatcher (started with this interpreter) alive
+    holder = submit("hold", f"while [ ! -e {release} ]; do sleep 0.1; done")
+    other = Path(sys.executable).with_name("python3" if Path(sys.executable).name != "python3" else "python")
+    assert other.exists() and str(other) != sys.executable
+    monkeypatch.setattr(sys, "executable", str(other))
+    ref = submit("other", "tr '\\0' ' ' < /proc/$PPID/cmdline > parent.txt")
+    deadline = time.time() + 60
+    while backend.poll([ref])[ref.job_id].state.live and time.time() < deadline:
+        time.sleep(0.1)
+    release.touch()
+    assert backend.poll([ref])[ref.job_id].state == JobState.SUCCEEDED
+    parent = (tmp_path / "out" / "parent.txt").read_text()
+    assert parent.startswith(f"{other} -u -m llmjobs.cluster.backends.local.job ")
+    while backend.poll([holder])[holder.job_id].state.live and time.time() < deadline:
+        time.sleep(0.1)
