@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -165,6 +167,9 @@ def test_cancelled_step_can_be_resumed(cli, tmp_path):
     c_attempt = _shards(view, "C")[0]["attempts"][-1]
     assert c_attempt["state"] == "cancelled" and "dependency" in c_attempt["reason"]
     assert "C" not in _ran(log)
+    # the cancelled shard's log says what happened; no traceback of an interrupt
+    b0 = Path(_shards(view, "B")[0]["attempts"][-1]["stderr"]).read_text()
+    assert "cancelled by user" in b0 and "Traceback" not in b0
 
 
 def test_done_shard_is_not_run_again_even_by_a_stray_job(cli, tmp_path):
@@ -255,15 +260,21 @@ def test_slots_cap_parallel_shards(cli, tmp_path):
 
 
 def test_logs_follow_streams_until_the_attempt_ends(cli, tmp_path):
+    go = tmp_path / "go"
     recipe = tmp_path / "slowlog.yaml"
+    # the job holds after its first line until the test is following, so a fast machine cannot outrun it
     recipe.write_text("name: slowlog\nsteps:\n  s:\n    kind: shell\n"
-                      "    params: {command: 'for i in 1 2 3; do echo line-$i; sleep 1; done'}\n")
+                      f"    params: {{command: 'echo line-1; while [ ! -e {go} ]; do sleep 0.2; done; "
+                      "for i in 2 3; do echo line-$i; sleep 1; done'}\n")
     run_id = cli("submit", recipe).stdout.strip()
     cli.wait_until(run_id, lambda v: v["steps"][0]["shards"][0]["attempts"]
-                   and v["steps"][0]["shards"][0]["attempts"][0]["state"] in ("queued", "running"))
-    r = cli("logs", run_id, "s", "--follow", timeout=120)
-    assert r.returncode == 0
-    assert [x for x in r.stdout.split() if x.startswith("line-")] == ["line-1", "line-2", "line-3"]
+                   and v["steps"][0]["shards"][0]["attempts"][0]["state"] == "running")
+    follow = cli.popen("logs", run_id, "s", "--follow")
+    time.sleep(1)
+    go.touch()
+    out, _ = follow.communicate(timeout=120)
+    assert follow.returncode == 0
+    assert [x for x in out.split() if x.startswith("line-")] == ["line-1", "line-2", "line-3"]
     assert cli.status(run_id)["status"] == "succeeded"
 
 
@@ -320,3 +331,190 @@ def test_timeout_requeues_a_checkpointing_step(requeues, cli, tmp_path):
         assert (attempt["state"], attempt["reason"]) == ("failed", "timeout")
         assert cli("resume", run_id, "--wait", timeout=400).returncode == 0
     assert (out / "result.txt").read_text() == "resumed from half"
+
+
+# ---- the local scheduler itself: queue rows, session liveness, fresh jobs, thousands of shards -------------
+
+
+def _queue_row(home: Path, job_id: str) -> dict:
+    con = sqlite3.connect(home / "local" / "queue.db")
+    con.row_factory = sqlite3.Row
+    row = dict(con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone())
+    con.close()
+    return row
+
+
+def test_a_command_outliving_its_killed_worker_keeps_the_shard_running(cli, home, tmp_path):
+    """Killing the job's Python process leaves its shell command running: the shard stays running (one
+    session), resume is refused, and the second attempt starts only after the command ended."""
+    log, release = tmp_path / "ran.log", tmp_path / "release"
+    recipe = tmp_path / "orphan.yaml"
+    recipe.write_text("name: orphan\nsteps:\n  s:\n    kind: shell\n    params:\n      command: >-\n"
+                      f"        echo start-$LLMJOBS_ATTEMPT >> {log}; while [ ! -e {release} ]; do sleep 0.2; done;\n"
+                      f"        echo end-$LLMJOBS_ATTEMPT >> {log}\n")
+    run_id = cli("submit", recipe).stdout.strip()
+    view = cli.wait_until(run_id, lambda v: log.exists() and _shards(v, "s")[0]["status"] == "running")
+    job_id = _shards(view, "s")[0]["attempts"][0]["job_id"]
+    worker = _queue_row(home, job_id)["pid"]
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(1.5)  # the dispatcher has reaped the worker by now
+    view = cli.status(run_id)
+    assert _shards(view, "s")[0]["status"] == "running"
+    r = cli("resume", run_id)
+    assert r.returncode == 2 and "still running" in r.stderr
+    release.touch()  # the command ends now; only then does the shard stop running
+    view = cli.wait_until(run_id, lambda v: v["status"] not in ("queued", "running"))
+    (attempt,) = _shards(view, "s")[0]["attempts"]
+    assert attempt["state"] == "failed" and "killed by signal 9" in attempt["reason"]
+    assert attempt["exit_code"] == 137
+    assert cli("resume", run_id, "--wait").returncode == 0
+    assert log.read_text().split() == ["start-1", "end-1", "start-2", "end-2"]  # never two at once
+
+
+def test_fresh_jobs_are_never_lost_and_exit_codes_are_kept(home, tmp_path):
+    """Polled from the first instant after submit, a job is queued or running, never lost (issue: an empty
+    /proc/PID/cmdline of a just-spawned job read as a vanished process); a failed shard keeps its code."""
+    from llmjobs.cluster.backends.base import JobRef, JobState, StepJob
+    from llmjobs.cluster.backends.local import LocalBackend
+    from llmjobs.cluster.profiles import Profile
+    from llmjobs.jobs.task import ShardTask
+    from llmjobs.resources import Resources
+
+    backend = LocalBackend(Profile(name="t", scheduler={"max_parallel": 3}))
+    n = 24
+    tasks = [ShardTask(run_id="r", step="s", kind="shell", shard=i, num_shards=n, output_dir=str(tmp_path / "out"),
+                       state_dir=str(tmp_path / "state"),
+                       params={"command": "exit 3" if i == 5 else f"echo shard-{i}"}) for i in range(n)]
+    job = StepJob(run_id="r", step="s", tasks=tasks, resources=Resources(walltime="00:05:00"),
+                  folder=tmp_path / "logs")
+    submitted = backend.submit(job)
+    refs = [JobRef(s.job_id, s.folder) for s in submitted]
+    seen: set[JobState] = set()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        states = backend.poll(refs)
+        seen |= {st.state for st in states.values()}
+        if not any(st.state.live for st in states.values()):
+            break
+        time.sleep(0.01)
+    assert JobState.LOST not in seen and JobState.QUEUED in seen
+    failed = states[submitted[5].job_id]
+    assert (failed.state, failed.exit_code) == (JobState.FAILED, 3) and "code 3" in failed.reason
+    assert all(states[s.job_id].state == JobState.SUCCEEDED for i, s in enumerate(submitted) if i != 5)
+    assert Path(submitted[7].stdout).read_text().strip() == "shard-7"
+
+
+def _backend_processes(home: Path) -> int:
+    """Processes of the local backend of this home: the dispatcher, its jobs and everything in their sessions."""
+    from llmjobs.cluster.backends.local.procs import sessions
+
+    mine = set()
+    needle = f"llmjobs.cluster.backends.local.dispatcher\0{home / 'local'}".encode()
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                mine.add(int(pid))
+        except OSError:
+            continue
+    live = sessions()
+    return len(mine | {p for sid, pids in live.items() if sid in mine for p in pids})
+
+
+@pytest.mark.slow
+def test_two_thousand_shards_run_with_a_bounded_process_count(cli, home, tmp_path):
+    (tmp_path / "noop.py").write_text("def mark(ctx):\n    (ctx.output_dir / str(ctx.shard)).touch()\n")
+    log = tmp_path / "ran.log"
+    recipe = tmp_path / "wide.yaml"
+    recipe.write_text("name: wide\nsteps:\n  m:\n    kind: python\n    shards: 2000\n"
+                      "    params: {function: 'noop:mark'}\n"
+                      f"  c:\n    kind: shell\n    params: {{command: 'echo c >> {log}; ls ${{steps.m.output}} | wc -l > n'}}\n")
+    profile = tmp_path / "four.yaml"
+    profile.write_text("backend: local\nscheduler: {max_parallel: 4}\n")
+    cli.env["PYTHONPATH"] = str(tmp_path)
+    r = cli("submit", recipe, "--cluster", profile)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip()
+    peak, deadline = 0, time.time() + 240
+    while not log.exists() and time.time() < deadline:
+        peak = max(peak, _backend_processes(home))
+        time.sleep(0.05)
+    assert log.exists(), "the successor step never ran"
+    assert 1 <= peak <= 4 + 2
+    view = cli.wait_until(run_id, lambda v: v["status"] not in ("queued", "running"), timeout=120)
+    assert view["status"] == "succeeded"
+    assert log.read_text().split() == ["c"]
+    out = next(s["output"] for s in view["steps"] if s["name"] == "c")
+    assert (Path(out) / "n").read_text().strip() == "2000"
+
+
+def test_a_job_outliving_its_dispatcher_starts_a_new_one_and_the_dag_goes_on(home, tmp_path):
+    """With its dispatcher killed and no llmjobs command running, a finishing job starts a dispatcher, which
+    records it and runs the step after it."""
+    from llmjobs.cluster.backends.base import JobRef, JobState, StepJob
+    from llmjobs.cluster.backends.local import LocalBackend
+    from llmjobs.cluster.profiles import Profile
+    from llmjobs.jobs.task import ShardTask, done_marker
+    from llmjobs.resources import Resources
+
+    backend = LocalBackend(Profile(name="t"))
+    release, out = tmp_path / "release", tmp_path / "out"
+
+    def step(name: str, command: str, after: list[JobRef]) -> list[JobRef]:
+        task = ShardTask(run_id="r", step=name, kind="shell", shard=0, num_shards=1, params={"command": command},
+                         output_dir=str(out), state_dir=str(tmp_path / name))
+        (sub,) = backend.submit(StepJob(run_id="r", step=name, tasks=[task], after=after,
+                                        resources=Resources(walltime="00:05:00"), folder=tmp_path / "logs" / name))
+        return [JobRef(sub.job_id, sub.folder, str(done_marker(tmp_path / name, 0)))]
+
+    a = step("a", f"while [ ! -e {release} ]; do sleep 0.1; done", [])
+    b = step("b", "touch b-ran", a)
+    lock = home / "local" / "dispatcher.lock"
+    deadline = time.time() + 60
+    while backend.poll(a)[a[0].job_id].state != JobState.RUNNING and time.time() < deadline:
+        time.sleep(0.1)
+    dispatcher = int(lock.read_text())
+    os.kill(dispatcher, signal.SIGKILL)
+    time.sleep(0.5)
+    release.touch()
+    while not (out / "b-ran").exists() and time.time() < deadline:  # nothing polls meanwhile
+        time.sleep(0.1)
+    assert (out / "b-ran").exists()
+    assert int(lock.read_text()) != dispatcher
+    states = backend.poll(a + b)
+    assert [states[r.job_id].state for r in a + b] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+
+
+def test_a_job_from_another_interpreter_is_exec_d_not_forked(home, tmp_path, monkeypatch):
+    """The dispatcher forks jobs only for its own interpreter and llmjobs; a submission from another one
+    (here the same venv through another name) is exec'd there, with the same session, logs and outcome."""
+    from llmjobs.cluster.backends.base import JobRef, JobState, StepJob
+    from llmjobs.cluster.backends.local import LocalBackend
+    from llmjobs.cluster.profiles import Profile
+    from llmjobs.jobs.task import ShardTask
+    from llmjobs.resources import Resources
+
+    backend = LocalBackend(Profile(name="t", scheduler={"max_parallel": 2}))
+    release = tmp_path / "release"
+
+    def submit(name: str, command: str) -> JobRef:
+        task = ShardTask(run_id="r", step=name, kind="shell", shard=0, num_shards=1, params={"command": command},
+                         output_dir=str(tmp_path / "out"), state_dir=str(tmp_path / name))
+        (sub,) = backend.submit(StepJob(run_id="r", step=name, tasks=[task], resources=Resources(walltime="00:05:00"),
+                                        folder=tmp_path / "logs" / name))
+        return JobRef(sub.job_id, sub.folder)
+
+    # a first job keeps the dispatcher (started with this interpreter) alive
+    holder = submit("hold", f"while [ ! -e {release} ]; do sleep 0.1; done")
+    other = Path(sys.executable).with_name("python3" if Path(sys.executable).name != "python3" else "python")
+    assert other.exists() and str(other) != sys.executable
+    monkeypatch.setattr(sys, "executable", str(other))
+    ref = submit("other", "tr '\\0' ' ' < /proc/$PPID/cmdline > parent.txt")
+    deadline = time.time() + 60
+    while backend.poll([ref])[ref.job_id].state.live and time.time() < deadline:
+        time.sleep(0.1)
+    release.touch()
+    assert backend.poll([ref])[ref.job_id].state == JobState.SUCCEEDED
+    parent = (tmp_path / "out" / "parent.txt").read_text()
+    assert parent.startswith(f"{other} -u -m llmjobs.cluster.backends.local.job ")
+    while backend.poll([holder])[holder.job_id].state.live and time.time() < deadline:
+        time.sleep(0.1)
