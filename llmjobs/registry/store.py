@@ -160,9 +160,34 @@ class Registry:
         setattr(obj, attr, new)
         if isinstance(obj, Attempt):
             obj.reason = reason if reason is not None else obj.reason
-        s.add(Event(run_id=_run_id(obj), entity=type(obj).__name__.lower(), entity_id=_entity_id(obj),
-                    old=old, new=new, reason=reason))
+        run_id, entity_id = self._label(s, obj)
+        s.add(Event(run_id=run_id, entity=type(obj).__name__.lower(), entity_id=entity_id, old=old, new=new,
+                    reason=reason))
         return True
+
+    def shard_labels(self, s: Session, shard_ids) -> dict[int, tuple[str, str]]:
+        """shard id -> (run id, "step[index]"), cached in the session: events name their shard without a
+        lazy load (and an autoflush) per attempt."""
+        cache = s.info.setdefault("llmjobs_shard_labels", {})
+        missing = [i for i in set(shard_ids) if i not in cache]
+        with s.no_autoflush:
+            for chunk in _chunks(missing):
+                for sid, run_id, name, index in s.execute(select(Shard.id, Step.run_id, Step.name, Shard.index)
+                                                          .join(Step).where(Shard.id.in_(chunk))):
+                    cache[sid] = (run_id, f"{name}[{index}]")
+        return cache
+
+    def _label(self, s: Session, obj) -> tuple[str, str]:
+        if isinstance(obj, Run):
+            return obj.id, obj.id
+        if isinstance(obj, Step):
+            return obj.run_id, obj.name
+        if obj.id is None:
+            s.flush()
+        if isinstance(obj, Shard):
+            return self.shard_labels(s, [obj.id])[obj.id]
+        run_id, label = self.shard_labels(s, [obj.shard_id])[obj.shard_id]
+        return run_id, f"{label}#{obj.number}"
 
     def new_attempt(self, s: Session, shard: Shard, backend: str) -> Attempt:
         """The next attempt of a shard; the shard row is locked so two submitters never share a number."""
@@ -190,10 +215,9 @@ class Registry:
                             submitter_host=host, submitter_pid=pid) for sid in shard_ids]
         s.add_all(attempts)
         s.flush()
-        steps = {st.id: st for st in s.scalars(select(Step).where(
-            Step.id.in_({sh.step_id for sh in shards.values()})))}
-        s.add_all([Event(run_id=steps[shards[a.shard_id].step_id].run_id, entity="attempt", entity_id=str(a.id),
-                         old=None, new="submitting", reason=None) for a in attempts])
+        labels = self.shard_labels(s, shard_ids)
+        s.add_all([Event(run_id=labels[a.shard_id][0], entity="attempt", entity_id=str(a.id), old=None,
+                         new="submitting", reason=None) for a in attempts])
         return attempts
 
     def ping(self) -> None:
@@ -205,23 +229,3 @@ def _chunks(ids: list, size: int = 500) -> list[list]:
     """IN lists of bounded length (SQLite's variable limit, PostgreSQL's plan sizes)."""
     ids = list(ids)
     return [ids[i:i + size] for i in range(0, len(ids), size)]
-
-
-def _run_id(obj, shard: Shard | None = None) -> str:
-    if isinstance(obj, Run):
-        return obj.id
-    if isinstance(obj, Step):
-        return obj.run_id
-    if isinstance(obj, Shard):
-        return obj.step.run_id
-    return (shard or obj.shard).step.run_id
-
-
-def _entity_id(obj) -> str:
-    if isinstance(obj, Run):
-        return obj.id
-    if isinstance(obj, Step):
-        return f"{obj.name}"
-    if isinstance(obj, Shard):
-        return f"{obj.step.name}[{obj.index}]"
-    return f"{obj.shard.step.name}[{obj.shard.index}]#{obj.number}"
