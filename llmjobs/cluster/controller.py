@@ -224,7 +224,10 @@ class Controller:
                 step.shards = [Shard(index=i, status="pending") for i in range(spec.shards)]
                 run.steps.append(step)
         self._backends[run_id] = backend
-        self.submit_ready(run_id)
+        try:
+            self.submit_ready(run_id)
+        except SchedulerError as e:  # the run is recorded (failed): name it, `status` shows what happened
+            raise SchedulerError(f"run {run_id} failed at submission: {e}") from None
         return run_id
 
     @staticmethod
