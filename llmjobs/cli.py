@@ -192,7 +192,9 @@ def status(
         raise typer.Exit(_wait(ctl, run_id))
     ctl.sync(run_id)
     if as_json:
-        print(json.dumps(_view(ctl, run_id), indent=2))
+        from llmjobs.views import write_json
+
+        write_json(_view(ctl, run_id), sys.stdout)
         return
     view = _summary(ctl, run_id)
     out.print(_status_table(view))

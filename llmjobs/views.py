@@ -8,11 +8,12 @@ attempt counts and times per step) and the latest attempt of only the shards tha
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import String, and_, case, func, select, type_coerce
 
 from llmjobs.registry import Attempt, Registry, Run, Shard, Step
 from llmjobs.registry.models import as_utc
@@ -25,18 +26,25 @@ ATTEMPT_FIELDS = ("number", "job_id", "state", "reason", "exit_code", "nodes", "
 _ATTEMPT_COLS = (Attempt.shard_id, Attempt.number, Attempt.job_id, Attempt.state, Attempt.reason,
                  Attempt.exit_code, Attempt.nodes, Attempt.submitted_at, Attempt.started_at, Attempt.ended_at,
                  Attempt.stdout, Attempt.stderr)
+# the same, with times as the driver hands them (text on SQLite): no per-row datetime parsing
+_RAW_ATTEMPT_COLS = tuple(type_coerce(c, String) if c.key.endswith("_at") else c for c in _ATTEMPT_COLS)
 
 
-def _iso(dt: datetime | None) -> str | None:
-    dt = as_utc(dt)
-    return None if dt is None else dt.isoformat()
+def _iso(dt: datetime | str | None) -> str | None:
+    """ISO 8601 in UTC. SQLite's stored text ("2026-01-02 03:04:05.678901", always UTC here) is rewritten
+    as text: parsing 300k datetimes was most of the time `status --json` of a big run took."""
+    if dt is None:
+        return None
+    if isinstance(dt, str):
+        return dt.replace(" ", "T", 1) + ("" if dt.endswith("+00:00") else "+00:00")
+    return as_utc(dt).isoformat()
+
+
+_TIMES = {7, 8, 9}  # submitted_at, started_at, ended_at in _ATTEMPT_COLS
 
 
 def _attempt(row) -> dict[str, Any]:
-    d = dict(zip(ATTEMPT_FIELDS, row[1:]))
-    for k in ("submitted_at", "started_at", "ended_at"):
-        d[k] = _iso(d[k])
-    return d
+    return {k: (_iso(v) if i in _TIMES else v) for i, (k, v) in enumerate(zip(ATTEMPT_FIELDS, row[1:]), 1)}
 
 
 def _run_head(run: Run) -> dict[str, Any]:
@@ -45,23 +53,32 @@ def _run_head(run: Run) -> dict[str, Any]:
             "created_at": _iso(run.created_at)}
 
 
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
 def _steps(s, run_id: str) -> list:
     return s.execute(select(Step.id, Step.name, Step.kind, Step.status, Step.after, Step.output_dir,
-                            Step.num_shards).where(Step.run_id == run_id).order_by(Step.position)).all()
+                            Step.num_shards, Step.attempts_count, Step.first_started_at, Step.last_ended_at)
+                     .where(Step.run_id == run_id).order_by(Step.position)).all()
 
 
-def _step_stats(s, step_ids: list[int]) -> tuple[dict, dict]:
-    """Shard counts by status per step, and per step: attempts, first start, last end, any live attempt."""
+def _step_stats(s, steps: list) -> tuple[dict, dict]:
+    """Shard counts by status per step (from an index), and per step: attempts, first start, last end, any
+    live attempt: stored for finished steps, an aggregate over the attempts of the others."""
+    step_ids = [r[0] for r in steps]
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for step_id, status, n in s.execute(select(Shard.step_id, Shard.status, func.count())
                                         .where(Shard.step_id.in_(step_ids))
                                         .group_by(Shard.step_id, Shard.status)):
         counts[step_id][status] = n
-    live = func.max(case((Attempt.state.in_(LIVE_ATTEMPT), 1), else_=0))
-    stats = {row[0]: row[1:] for row in s.execute(
-        select(Shard.step_id, func.count(Attempt.id), func.min(Attempt.started_at), func.max(Attempt.ended_at),
-               live).join(Attempt, Attempt.shard_id == Shard.id)
-        .where(Shard.step_id.in_(step_ids)).group_by(Shard.step_id))}
+    stats = {r[0]: (r[7], r[8], r[9], 0) for r in steps if r[3] in FINISHED and r[7] is not None}
+    others = [i for i in step_ids if i not in stats]
+    if others:
+        live = func.max(case((Attempt.state.in_(LIVE_ATTEMPT), 1), else_=0))
+        stats.update({row[0]: tuple(row[1:]) for row in s.execute(
+            select(Shard.step_id, func.count(Attempt.id), func.min(Attempt.started_at),
+                   func.max(Attempt.ended_at), live).join(Attempt, Attempt.shard_id == Shard.id)
+            .where(Shard.step_id.in_(others)).group_by(Shard.step_id))})
     return counts, stats
 
 
@@ -73,7 +90,7 @@ def _elapsed(first: datetime | None, last: datetime | None, live: bool, now: dat
 
 
 def _step_head(row, counts: dict, stats: dict) -> dict[str, Any]:
-    step_id, name, kind, status, after, output, num_shards = row
+    step_id, name, kind, status, after, output, num_shards = row[:7]
     n_attempts, first, last, live = stats.get(step_id, (0, None, None, 0))
     c = counts.get(step_id, {})
     return {"name": name, "kind": kind, "status": status, "after": after, "output": output,
@@ -89,7 +106,7 @@ def run_view(reg: Registry, run_ref: str) -> dict[str, Any]:
         view = _run_head(run)
         steps = _steps(s, run.id)
         ids = [r[0] for r in steps]
-        counts, stats = _step_stats(s, ids)
+        counts, stats = _step_stats(s, steps)
         shards: dict[int, list[dict]] = defaultdict(list)
         by_id: dict[int, dict] = {}
         for sid, step_id, index, status in s.execute(
@@ -97,8 +114,9 @@ def run_view(reg: Registry, run_ref: str) -> dict[str, Any]:
                 .order_by(Shard.step_id, Shard.index)):
             by_id[sid] = {"index": index, "status": status, "attempts": []}
             shards[step_id].append(by_id[sid])
-        for row in s.execute(select(*_ATTEMPT_COLS).join(Shard, Attempt.shard_id == Shard.id)
-                             .where(Shard.step_id.in_(ids)).order_by(Attempt.shard_id, Attempt.number)):
+        conn = s.connection()  # Core rows: no ORM processing per row
+        for row in conn.execute(select(*_RAW_ATTEMPT_COLS).join(Shard, Attempt.shard_id == Shard.id)
+                                .where(Shard.step_id.in_(ids)).order_by(Attempt.shard_id, Attempt.number)):
             by_id[row[0]]["attempts"].append(_attempt(row))
     view["steps"] = [{**_step_head(r, counts, stats), "shards": shards[r[0]]} for r in steps]
     return view
@@ -112,7 +130,7 @@ def run_summary(reg: Registry, run_ref: str, limit: int = 20) -> dict[str, Any]:
         view = _run_head(run)
         steps = _steps(s, run.id)
         ids = [r[0] for r in steps]
-        counts, stats = _step_stats(s, ids)
+        counts, stats = _step_stats(s, steps)
         # the latest attempt of each shard that needs attention, ranked within its step
         latest = (select(Attempt.shard_id, func.max(Attempt.number).label("n"))
                   .join(Shard, Attempt.shard_id == Shard.id)
@@ -142,6 +160,23 @@ def runs_view(reg: Registry, limit: int = 50) -> list[dict[str, Any]]:
         return [_run_head(r) for r in s.execute(
             select(Run.id, Run.name, Run.status, Run.backend, Run.run_dir, Run.recipe_path, Run.version,
                    Run.created_at).order_by(Run.created_at.desc()).limit(limit))]
+
+
+def write_json(view: dict[str, Any], out: IO[str]) -> None:
+    """``json.dumps(view, indent=2)`` in layout, except that each shard is one compact line: with tens of
+    thousands of shards, Python's indenting encoder (no C version) took longer than everything else."""
+    head = {k: v for k, v in view.items() if k != "steps"}
+    out.write(json.dumps(head, indent=2)[:-2] + (",\n" if head else "") + '  "steps": [')
+    for i, st in enumerate(view.get("steps", [])):
+        step = {k: v for k, v in st.items() if k != "shards"}
+        text = json.dumps(step, indent=2).replace("\n", "\n    ")
+        out.write(("," if i else "") + "\n    " + text[:-2].rstrip())
+        if "shards" in st:
+            out.write(',\n      "shards": [')
+            out.write(",".join("\n        " + json.dumps(sh) for sh in st["shards"]))
+            out.write("\n      ]")
+        out.write("\n    }")
+    out.write("\n  ]\n}\n")
 
 
 def fmt_seconds(seconds: float | None) -> str:

@@ -479,6 +479,7 @@ class Controller:
         if not shards:
             return
         rows = _load(s, Shard, list(shards))
+        s.info.setdefault("llmjobs_touched_steps", set()).update(sh.step_id for sh in rows)
         need = [sh.id for sh in rows if shards[sh.id] is None]
         latest: dict[int, str] = {}
         for chunk in _chunks(need):
@@ -496,7 +497,8 @@ class Controller:
             self.registry.transition(s, sh, new)
 
     def _settle(self, s: Session, run_id: str) -> None:
-        """Steps' statuses from their shards' (one aggregate query), the run's from its steps'."""
+        """Steps' statuses from their shards' (one aggregate query), the run's from its steps'. A step that
+        is finished gets its attempt summary stored (one aggregate over its attempts, once)."""
         run = s.get(Run, run_id, with_for_update=True)
         steps = list(s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.position)))
         present: dict[int, list[str]] = {st.id: [] for st in steps}
@@ -504,9 +506,16 @@ class Controller:
                                          .where(Shard.step_id.in_(list(present)))
                                          .group_by(Shard.step_id, Shard.status)):
             present[step_id].append(status)
+        touched = s.info.pop("llmjobs_touched_steps", set())
         for st in steps:
             if self.registry.transition(s, st, _combine(present[st.id])) and st.status == "succeeded":
                 _record_artifact(s, st)
+            if st.status not in FINISHED or st.id in touched:
+                st.attempts_count = st.first_started_at = st.last_ended_at = None
+            if st.status in FINISHED and st.attempts_count is None:
+                st.attempts_count, st.first_started_at, st.last_ended_at = s.execute(
+                    select(func.count(Attempt.id), func.min(Attempt.started_at), func.max(Attempt.ended_at))
+                    .join(Shard, Attempt.shard_id == Shard.id).where(Shard.step_id == st.id)).one()
         self.registry.transition(s, run, _combine([st.status for st in steps]))
 
     def refresh(self, run_id: str) -> None:

@@ -68,6 +68,11 @@ class Step(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     output_dir: Mapped[str] = mapped_column(Text)
+    # a finished step's attempt count and first start / last end, stored when it settles so `status` of a
+    # big finished run reads no attempt rows; None while the step is live or its attempts changed (rev 0004)
+    attempts_count: Mapped[int | None] = mapped_column(Integer)
+    first_started_at: Mapped[datetime | None]
+    last_ended_at: Mapped[datetime | None]
 
     run: Mapped[Run] = relationship(back_populates="steps")
     shards: Mapped[list[Shard]] = relationship(back_populates="step", order_by="Shard.index",

@@ -1,4 +1,6 @@
-"""attempts.submitter_host and submitter_pid: an attempt left "submitting" by a killed submitter is lost at once
+"""attempts.submitter_host/pid: an attempt left "submitting" by a killed submitter is lost at once;
+steps.attempts_count/first_started_at/last_ended_at: a finished step's summary, so status reads no attempts;
+shards (step_id, status) index: status counts per step from the index
 
 Revision ID: 0004
 Revises: 0003
@@ -19,9 +21,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("submitter_pid", sa.Integer(), nullable=True))
     with op.batch_alter_table("shards") as batch:
         batch.create_index("ix_shards_step_id_status", ["step_id", "status"], unique=False)
+    with op.batch_alter_table("steps") as batch:
+        batch.add_column(sa.Column("attempts_count", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("first_started_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("last_ended_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("steps") as batch:
+        batch.drop_column("last_ended_at")
+        batch.drop_column("first_started_at")
+        batch.drop_column("attempts_count")
     with op.batch_alter_table("shards") as batch:
         batch.drop_index("ix_shards_step_id_status")
     with op.batch_alter_table("attempts") as batch:
