@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from llmjobs.errors import SchedulerError, UserError
@@ -109,6 +110,7 @@ def _styled(status: str) -> str:
 
 
 def _status_table(view: dict) -> Table:
+    """One row per step: counts, not shards (a step may have thousands)."""
     from llmjobs.views import fmt_seconds
 
     t = table(title=f"run {view['id']} ({view['name']}): {_styled(view['status'])}  [dim]{view['run_dir']}[/]",
@@ -116,19 +118,62 @@ def _status_table(view: dict) -> Table:
     for col in ("step", "kind", "status", "shards", "attempts", "elapsed", "last problem"):
         add_column(t, col)
     for st in view["steps"]:
-        attempts = sum(len(sh["attempts"]) for sh in st["shards"])
-        problems = [f"[{sh['index']}] {a['reason']}" for sh in st["shards"] for a in sh["attempts"][-1:]
-                    if a["state"] in ("failed", "cancelled", "lost") and a["reason"]]
-        t.add_row(st["name"], st["kind"], _styled(st["status"]), f"{st['shards_done']}/{st['num_shards']}",
-                  str(attempts), fmt_seconds(st["elapsed_s"]), problems[-1] if problems else "")
+        others = [f"{n} {_styled(k)}" for k, n in st["counts"].items() if k not in ("succeeded",)]
+        shards = f"{st['shards_done']}/{st['num_shards']}" + (f" ({', '.join(others)})" if others else "")
+        problems = [f"[{sh['index']}] {sh['attempt']['reason']}" for sh in st.get("attention", [])
+                    if sh["attempt"]["state"] in ("failed", "cancelled", "lost") and sh["attempt"]["reason"]]
+        t.add_row(st["name"], st["kind"], _styled(st["status"]), shards, str(st["attempts"]),
+                  fmt_seconds(st["elapsed_s"]), escape(problems[-1]) if problems else "")
+    return t
+
+
+def _attention_table(view: dict) -> Table | None:
+    """The shards that need a look (failed, cancelled, running), a bounded number per step."""
+    rows = [(st, sh) for st in view["steps"] for sh in st["attention"]]
+    if not rows:
+        return None
+    t = table(title="shards that need attention (`status --shards` lists all)", title_justify="left")
+    for col in ("shard", "status", "attempt", "state", "exit", "job", "reason"):
+        t.add_column(col)
+    for st, sh in rows:
+        a = sh["attempt"]
+        t.add_row(f"{st['name']}[{sh['index']}]", _styled(sh["status"]), str(a["number"]), a["state"],
+                  "" if a["exit_code"] is None else str(a["exit_code"]), a["job_id"] or "",
+                  escape(a["reason"] or ""))
+    more = [f"{st['name']}: {st['attention_total'] - len(st['attention'])} more" for st in view["steps"]
+            if st["attention_total"] > len(st["attention"])]
+    if more:
+        t.caption = "; ".join(more)
+    return t
+
+
+def _shards_table(view: dict) -> Table:
+    """Every shard with its latest attempt (``status --shards``)."""
+    t = table(title=f"run {view['id']}: every shard", title_justify="left")
+    for col in ("shard", "status", "attempts", "state", "exit", "job", "nodes", "reason"):
+        t.add_column(col)
+    for st in view["steps"]:
+        for sh in st["shards"]:
+            a = sh["attempts"][-1] if sh["attempts"] else None
+            t.add_row(f"{st['name']}[{sh['index']}]", _styled(sh["status"]), str(len(sh["attempts"])),
+                      a["state"] if a else "", "" if not a or a["exit_code"] is None else str(a["exit_code"]),
+                      (a["job_id"] or "") if a else "", (a["nodes"] or "") if a else "",
+                      escape((a["reason"] or "") if a else ""))
     return t
 
 
 def _view(ctl, run_id: str) -> dict:
+    """Everything about the run, as ``status --json`` prints it."""
     from llmjobs.views import run_view
 
-    with ctl.registry.session() as s:
-        return run_view(ctl._load(s, run_id))
+    return run_view(ctl.registry, run_id)
+
+
+def _summary(ctl, run_id: str) -> dict:
+    """What the status table shows: counts per step and the shards that need attention."""
+    from llmjobs.views import run_summary
+
+    return run_summary(ctl.registry, run_id)
 
 
 def _latest_run_id(ctl) -> str:
@@ -136,7 +181,7 @@ def _latest_run_id(ctl) -> str:
 
     from llmjobs.registry import Run
 
-    with ctl.registry.session() as s:
+    with ctl.registry.read() as s:
         rid = s.scalar(select(Run.id).order_by(Run.created_at.desc()).limit(1))
     if rid is None:
         raise UserError("no runs yet; `llmjobs submit RECIPE` starts one")
@@ -148,7 +193,7 @@ def _wait(ctl, run_id: str, quiet: bool = False) -> int:
         last: dict = {}
 
         def tick() -> None:
-            view = _view(ctl, run_id)
+            view = _summary(ctl, run_id)
             now = {st["name"]: (st["status"], st["shards_done"]) for st in view["steps"]}
             for name, (status, done) in now.items():
                 if last.get(name) != (status, done):
@@ -162,8 +207,8 @@ def _wait(ctl, run_id: str, quiet: bool = False) -> int:
 
         # transient: the live table is erased at the end, so exactly one table stays on the screen
         with Live(console=out, refresh_per_second=2, transient=True) as live:
-            status = ctl.wait(run_id, on_tick=lambda: live.update(_status_table(_view(ctl, run_id))))
-    view = _view(ctl, run_id)
+            status = ctl.wait(run_id, on_tick=lambda: live.update(_status_table(_summary(ctl, run_id))))
+    view = _summary(ctl, run_id)
     (err if quiet or not out.is_terminal else out).print(_status_table(view))
     return 0 if status == "succeeded" else 1
 
@@ -216,34 +261,38 @@ def submit(
 @app.command()
 def status(
     run: Annotated[str | None, typer.Argument(help="run id or unique prefix; default: the latest run")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (every shard and attempt)")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until the run ends")] = False,
+    shards: Annotated[bool, typer.Option("--shards", help="list every shard, not only those that need "
+                                                          "attention")] = False,
 ) -> None:
-    """Sync a run with its scheduler and show steps, shards, attempts and states."""
+    """Sync a run with its scheduler and show steps, shard counts, attempts, states and the shards that need
+    attention (failed, cancelled, running)."""
     ctl = _controller()
     run_id = run or _latest_run_id(ctl)
     if watch and not as_json:
         raise typer.Exit(_wait(ctl, run_id))
     ctl.sync(run_id)
-    view = _view(ctl, run_id)
     if as_json:
-        print(json.dumps(view, indent=2))
-    else:
-        out.print(_status_table(view))
+        from llmjobs.views import write_json
+
+        write_json(_view(ctl, run_id), sys.stdout)
+        return
+    view = _summary(ctl, run_id)
+    out.print(_status_table(view))
+    if shards:
+        out.print(_shards_table(_view(ctl, run_id)))
+    elif (t := _attention_table(view)) is not None:
+        out.print(t)
 
 
 @app.command()
 def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
          limit: Annotated[int, typer.Option(help="newest N runs")] = 50) -> None:
     """List runs, newest first (registry state; `status RUN` syncs one)."""
-    from sqlalchemy import select
+    from llmjobs.views import runs_view
 
-    from llmjobs.registry import Run
-    from llmjobs.views import run_view
-
-    ctl = _controller()
-    with ctl.registry.session() as s:
-        rows = [run_view(r, steps=False) for r in s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit))]
+    rows = runs_view(_controller().registry, limit)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -252,7 +301,7 @@ def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
     for col in ("name", "status", "backend", "created"):
         add_column(t, col)
     for r in rows:
-        t.add_row(r["id"], r["name"], _styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
+        t.add_row(r["id"], escape(r["name"]), _styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
     out.print(t)
 
 
@@ -300,11 +349,10 @@ def logs(
 
     dump(headers=True)
     while follow:
-        ctl.sync(view["id"])
-        a = next(a for a in _view(ctl, view["id"])["steps"][[s["name"] for s in view["steps"]].index(step)]
-                 ["shards"][shard]["attempts"] if a["number"] == chosen["number"])
+        ctl.sync(view["id"], step=step, shard=shard)  # this shard only: cheap on a run of any size
+        state = ctl.attempt_state(view["id"], step, shard, chosen["number"])
         dump(headers=False)
-        if a["state"] not in ("submitting", "queued", "running"):
+        if state not in ("submitting", "queued", "running"):
             break
         time.sleep(1)
 

@@ -1,38 +1,53 @@
-"""Apply Alembic migrations when a registry is opened, so an older registry is upgraded in place."""
+"""Apply Alembic migrations when a registry is opened, so an older registry is upgraded in place.
+
+Opening checks the stored revision with one query against ``HEAD``, the newest revision id known to this
+code, and imports Alembic (and parses the migration scripts) only when they differ: every command opens the
+registry, and parsing the scripts each time cost a noticeable part of a second.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# the newest file in migrations/versions; tests/test_registry.py checks it against Alembic's own head
+HEAD = "0004"
 
 
-def config() -> Config:
+def config():
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
 def head() -> str | None:
+    """Alembic's head, from the scripts (slow; for tests and upgrades)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config()).get_current_head()
 
 
 def current(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    """The stored revision; None for a database that has never been migrated."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:  # no alembic_version table yet
+        return None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    target = head() if revision == "head" else revision
+    target = HEAD if revision == "head" else revision
     if current(engine) == target:
-        return  # the common case: no lock, no Alembic run
+        return  # the common case: one query, no lock, no Alembic
+    from alembic import command
+
     cfg = config()
     with engine.begin() as conn:  # on SQLite this is BEGIN IMMEDIATE: concurrent openers queue here
         if conn.dialect.name == "postgresql":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -68,6 +68,11 @@ class Step(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     output_dir: Mapped[str] = mapped_column(Text)
+    # a finished step's attempt count and first start / last end, stored when it settles so `status` of a
+    # big finished run reads no attempt rows; None while the step is live or its attempts changed (rev 0004)
+    attempts_count: Mapped[int | None] = mapped_column(Integer)
+    first_started_at: Mapped[datetime | None]
+    last_ended_at: Mapped[datetime | None]
 
     run: Mapped[Run] = relationship(back_populates="steps")
     shards: Mapped[list[Shard]] = relationship(back_populates="step", order_by="Shard.index",
@@ -76,7 +81,8 @@ class Step(Base):
 
 class Shard(Base):
     __tablename__ = "shards"
-    __table_args__ = (UniqueConstraint("step_id", "index"),)
+    # (step_id, status): status counts per step without reading every shard (rev 0004)
+    __table_args__ = (UniqueConstraint("step_id", "index"), Index("ix_shards_step_id_status", "step_id", "status"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
@@ -109,6 +115,9 @@ class Attempt(Base):
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # who is submitting it: an attempt still "submitting" whose submitter process is gone was cut off (rev 0004)
+    submitter_host: Mapped[str | None] = mapped_column(String(200))
+    submitter_pid: Mapped[int | None] = mapped_column(Integer)
 
     shard: Mapped[Shard] = relationship(back_populates="attempts")
 

@@ -1,9 +1,12 @@
 """The Registry: opening (and migrating) the database, transactions, and the one status-transition function.
 
-SQLite is the embedded default: WAL mode so readers never block the writer, a busy timeout, and every
-transaction opened with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with
-"database is locked" when both try to upgrade a read transaction. On PostgreSQL, rows that are read and then
-updated are locked with ``SELECT ... FOR UPDATE``.
+SQLite is the embedded default, in WAL mode so readers never block the writer and the writer never blocks
+readers. Two kinds of transaction:
+- ``read()``: a deferred transaction (plain ``BEGIN``) that is always rolled back. It takes no write lock, so
+  any number of ``status``/``runs`` commands run beside a ``submit``.
+- ``session()``: a short write transaction, opened with ``BEGIN IMMEDIATE`` on SQLite so two writers queue on
+  the lock (busy timeout) instead of failing with "database is locked" when both try to upgrade a read
+  transaction. On PostgreSQL, rows that are read and then updated are locked with ``SELECT ... FOR UPDATE``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from llmjobs.errors import UserError
 from llmjobs.registry.models import Attempt, Event, Run, Shard, Step
 
 BUSY_TIMEOUT_S = 60
+READ = "llmjobs_read"  # execution option of the engine behind read-only sessions
+NEW_REGISTRY_ENV = "LLMJOBS_NEW_REGISTRY"
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -47,7 +52,8 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # readers take a snapshot and no lock; writers take the write lock up front
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -62,11 +68,40 @@ def make_engine(url: str) -> Engine:
                         "For PostgreSQL install the extra: pip install 'llmjobs[postgres]'") from None
 
 
+def check_not_lost(url: str, explicit: bool) -> None:
+    """Refuse to create the default SQLite registry afresh while run folders recorded in it exist.
+
+    A deleted (or moved) ``registry.db`` would otherwise be recreated empty without a word, and every run
+    in ``$LLMJOBS_HOME/runs`` would silently vanish from ``runs``/``status``/``resume``.
+    """
+    if explicit or not url.startswith("sqlite") or os.environ.get(NEW_REGISTRY_ENV) == "1":
+        return
+    db = make_url(url).database
+    if not db or db == ":memory:" or Path(db).expanduser().exists():
+        return
+    runs = settings.home() / "runs"
+    try:
+        folders = [p for p in runs.iterdir() if (p / ".llmjobs").is_dir() or (p / "logs").is_dir()]
+    except OSError:
+        return
+    if folders:
+        raise UserError(
+            f"the registry {db} does not exist, but {runs} holds {len(folders)} run folder(s) that were "
+            f"recorded in it (e.g. {folders[0].name}). Restore the file, or point --registry / "
+            f"LLMJOBS_REGISTRY at the registry you use; to start an empty registry anyway (those runs will "
+            f"not be listed or resumable), set {NEW_REGISTRY_ENV}=1")
+
+
 class Registry:
-    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool | None = None) -> None:
+        """``create``: whether a missing default SQLite file may be created while run folders exist
+        (default: only when ``$LLMJOBS_NEW_REGISTRY=1``); an explicit URL is always created."""
         self.url = settings.registry_url(url)
+        explicit = bool(url or os.environ.get("LLMJOBS_REGISTRY")) or bool(create)
+        check_not_lost(self.url, explicit)
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self.engine.execution_options(**{READ: True}), autoflush=False)
         if migrate:
             from llmjobs.registry.migrate import upgrade
 
@@ -78,9 +113,18 @@ class Registry:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on error."""
+        """One write transaction: committed on success, rolled back on error. Keep it short."""
         with self._sessions() as s, s.begin():
             yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """One read-only transaction: a consistent snapshot, no write lock; anything changed is discarded."""
+        with self._reads() as s:
+            try:
+                yield s
+            finally:
+                s.rollback()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -116,41 +160,72 @@ class Registry:
         setattr(obj, attr, new)
         if isinstance(obj, Attempt):
             obj.reason = reason if reason is not None else obj.reason
-        s.add(Event(run_id=_run_id(obj), entity=type(obj).__name__.lower(), entity_id=_entity_id(obj),
-                    old=old, new=new, reason=reason))
+        run_id, entity_id = self._label(s, obj)
+        s.add(Event(run_id=run_id, entity=type(obj).__name__.lower(), entity_id=entity_id, old=old, new=new,
+                    reason=reason))
         return True
+
+    def shard_labels(self, s: Session, shard_ids) -> dict[int, tuple[str, str]]:
+        """shard id -> (run id, "step[index]"), cached in the session: events name their shard without a
+        lazy load (and an autoflush) per attempt."""
+        cache = s.info.setdefault("llmjobs_shard_labels", {})
+        missing = [i for i in set(shard_ids) if i not in cache]
+        with s.no_autoflush:
+            for chunk in _chunks(missing):
+                for sid, run_id, name, index in s.execute(select(Shard.id, Step.run_id, Step.name, Shard.index)
+                                                          .join(Step).where(Shard.id.in_(chunk))):
+                    cache[sid] = (run_id, f"{name}[{index}]")
+        return cache
+
+    def _label(self, s: Session, obj) -> tuple[str, str]:
+        if isinstance(obj, Run):
+            return obj.id, obj.id
+        if isinstance(obj, Step):
+            return obj.run_id, obj.name
+        if obj.id is None:
+            s.flush()
+        if isinstance(obj, Shard):
+            return self.shard_labels(s, [obj.id])[obj.id]
+        run_id, label = self.shard_labels(s, [obj.shard_id])[obj.shard_id]
+        return run_id, f"{label}#{obj.number}"
 
     def new_attempt(self, s: Session, shard: Shard, backend: str) -> Attempt:
         """The next attempt of a shard; the shard row is locked so two submitters never share a number."""
-        s.execute(select(Shard.id).where(Shard.id == shard.id).with_for_update())
-        last = s.scalar(select(func.max(Attempt.number)).where(Attempt.shard_id == shard.id)) or 0
-        attempt = Attempt(shard_id=shard.id, number=last + 1, backend=backend, state="submitting")
-        s.add(attempt)
+        return self.new_attempts(s, [shard.id], backend)[0]
+
+    def new_attempts(self, s: Session, shard_ids: list[int], backend: str) -> list[Attempt]:
+        """The next attempt of each shard, in order, with a bounded number of statements for any count.
+
+        The shard rows are locked (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction already holds
+        the database) so two submitters never share a number. The attempt records the submitting process,
+        so a ``submitting`` attempt whose submitter is gone can be declared lost at once.
+        """
+        import os
+        import socket
+
+        shards: dict[int, Shard] = {}
+        last: dict[int, int] = {}
+        for chunk in _chunks(shard_ids):
+            shards.update((sh.id, sh) for sh in s.scalars(select(Shard).where(Shard.id.in_(chunk))
+                                                          .with_for_update()))
+            last.update(s.execute(select(Attempt.shard_id, func.max(Attempt.number))
+                                  .where(Attempt.shard_id.in_(chunk)).group_by(Attempt.shard_id)).all())
+        host, pid = socket.gethostname(), os.getpid()
+        attempts = [Attempt(shard_id=sid, number=last.get(sid, 0) + 1, backend=backend, state="submitting",
+                            submitter_host=host, submitter_pid=pid) for sid in shard_ids]
+        s.add_all(attempts)
         s.flush()
-        s.add(Event(run_id=_run_id(attempt, shard), entity="attempt", entity_id=str(attempt.id), old=None,
-                    new="submitting", reason=None))
-        return attempt
+        labels = self.shard_labels(s, shard_ids)
+        s.add_all([Event(run_id=labels[a.shard_id][0], entity="attempt", entity_id=str(a.id), old=None,
+                         new="submitting", reason=None) for a in attempts])
+        return attempts
 
     def ping(self) -> None:
         with self.engine.connect() as c:
             c.execute(text("SELECT 1"))
 
 
-def _run_id(obj, shard: Shard | None = None) -> str:
-    if isinstance(obj, Run):
-        return obj.id
-    if isinstance(obj, Step):
-        return obj.run_id
-    if isinstance(obj, Shard):
-        return obj.step.run_id
-    return (shard or obj.shard).step.run_id
-
-
-def _entity_id(obj) -> str:
-    if isinstance(obj, Run):
-        return obj.id
-    if isinstance(obj, Step):
-        return f"{obj.name}"
-    if isinstance(obj, Shard):
-        return f"{obj.step.name}[{obj.index}]"
-    return f"{obj.shard.step.name}[{obj.shard.index}]#{obj.number}"
+def _chunks(ids: list, size: int = 500) -> list[list]:
+    """IN lists of bounded length (SQLite's variable limit, PostgreSQL's plan sizes)."""
+    ids = list(ids)
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
