@@ -98,8 +98,9 @@ class Backend(abc.ABC):
         """States of many jobs with one scheduler query; jobs it cannot tell about are left out."""
 
     @abc.abstractmethod
-    def cancel(self, jobs: list[JobRef]) -> None:
-        """Ask the scheduler to stop these jobs."""
+    def cancel(self, jobs: list[JobRef]) -> dict[str, JobStatus] | None:
+        """Ask the scheduler to stop these jobs; may return the states it reported afterwards. The controller
+        polls after a cancel in any case and records what the scheduler says, never an assumed 'cancelled'."""
 
     def describe(self, job: StepJob) -> str:
         """What ``submit`` would do, for ``--dry-run``: the batch script and command line."""
