@@ -32,6 +32,10 @@ _BUILTIN = [
     Kind("eval.self_consistency", "llmjobs.jobs.eval.step:run", "llmjobs.jobs.eval.step:EvalParams",
          "N samples per problem (vLLM or transformers; a Ray pool over every GPU of the step), math-verify "
          "grading, majority vote, maj@k / pass@k report"),
+    Kind("train.sft", "llmjobs.jobs.train.step:run_sft", "llmjobs.jobs.train.params:SFTParams",
+         "full fine-tuning: packed, padding-free, leak-free; torchrun on every node; checkpoints and resume"),
+    Kind("train.lora", "llmjobs.jobs.train.step:run_lora", "llmjobs.jobs.train.params:LoraParams",
+         "LoRA / QLoRA adapters over a base (a hub name, a directory or ${steps.X.output}); optional merge"),
 ]
 
 _KINDS: dict[str, Kind] | None = None
