@@ -138,6 +138,8 @@ class SFTParams(BaseModel):
     logging_steps: int = Field(10, ge=1)
     precision: Literal["auto", "bf16", "bf16_autocast", "fp32"] = Field(
         "auto", description="auto: bf16 autocast over fp32 weights on GPUs, fp32 on CPU; bf16: pure bf16")
+    nproc_per_node: int | None = Field(None, ge=1, description="training processes per node (default: one per "
+                                                                 "GPU, one on a CPU-only node)")
     deepspeed: DeepSpeedSpec | None = Field(None, description="ZeRO-2/3 when deepspeed is installed and the "
                                                               "step has more than one process")
     trainer: dict[str, Any] = Field(default_factory=dict, description="other SFTConfig fields")

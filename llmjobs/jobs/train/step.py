@@ -50,7 +50,7 @@ def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
         "kind": kind, "params": p.model_dump(mode="json"), "output_dir": str(out),
         "checkpoint_dir": str(ctx.checkpoint_dir), "stop_flag": str(stop_flag), "status_file": str(status_file),
         "attempt": ctx.attempt, "run_id": ctx.run_id, "step": ctx.step}))
-    nproc = max(1, launch.gpus_on_node())
+    nproc = p.nproc_per_node or max(1, launch.gpus_on_node())
     cmd, env = launch.command(ctx, str(config), nproc)
     log.info("node %d/%d: %s", ctx.rank, ctx.world_size, launch.describe(cmd, env))
     proc = subprocess.Popen(cmd, env={**os.environ, **env})

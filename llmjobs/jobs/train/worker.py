@@ -321,6 +321,7 @@ class Trainer:
         if self.engine is not None and self.p.deepspeed and self.p.deepspeed.zero == 3:
             full_state = self.engine._zero3_consolidated_16bit_state_dict()
         peak_mem = self.torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None
+        agree = self.ranks_agree() if full_state is None else None
         if self.rank == 0:
             from llmjobs.jobs.train import outputs
 
@@ -335,6 +336,7 @@ class Trainer:
                 "samples": self.ds.stats["samples"], "samples_dropped_overlong": self.ds.stats["dropped_overlong"],
                 "samples_truncated": self.ds.stats["truncated"],
                 "samples_dropped_no_loss_tokens": self.ds.stats["dropped_no_loss_tokens"],
+                "ranks_agree": agree,
             }
             outputs.save_model(self, full_state)
             outputs.write_metrics(self.out, summary, metrics.history, self.ds.stats)
@@ -342,6 +344,17 @@ class Trainer:
             self.say(f"done: {self.total} steps, loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
                      f"{tps:,.0f} tokens/s; model in {self.out}")
         self._barrier()
+
+    def ranks_agree(self) -> bool:
+        """Every rank ends with the same trained weights (a checksum gathered from all ranks)."""
+        torch = self.torch
+        with torch.no_grad():
+            total = sum(float(x.double().sum()) for x in self.model.parameters() if x.requires_grad)
+        if self.dist is None:
+            return True
+        sums = [None] * self.world
+        self.dist.all_gather_object(sums, total)
+        return all(abs(s - sums[0]) <= 1e-6 * max(1.0, abs(sums[0])) for s in sums)
 
     def real_token_share(self) -> float:
         if self.p.packing:
