@@ -121,7 +121,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(cli, tmp_path, tokeniz
 
     done = checkpoint.complete(ckpts)
     assert 2 <= len(done) and done[-1][0] < 24
-    (newest_step, newest), (previous_step, _) = done[-1], done[-2]
+    (_, newest), (previous_step, _) = done[-1], done[-2]
     with open(newest / "optimizer.pt", "r+b") as f:  # cut short after it was marked complete
         f.truncate(100)
     assert checkpoint.latest(ckpts)[0] == previous_step
