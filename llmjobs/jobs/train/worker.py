@@ -29,7 +29,7 @@ log = logging.getLogger("llmjobs.train")
 
 
 class Trainer:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], p: params.SFTParams | None = None) -> None:
         import torch
         import torch.distributed as dist
 
@@ -37,7 +37,7 @@ class Trainer:
         self.kind = cfg["kind"]
         model_cls = params.LoraParams if self.kind == "train.lora" else params.SFTParams
         # the params were checked at submit; the heavy checks (tokenizer, model structure) run again here
-        self.p = model_cls.model_validate(cfg["params"])
+        self.p = p if p is not None else model_cls.model_validate(cfg["params"])
         self.out = Path(cfg["output_dir"])
         self.ckpt_root = Path(cfg["checkpoint_dir"])
         self.stop_flag = Path(cfg["stop_flag"])
@@ -53,6 +53,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.dist = dist if self.world > 1 else None
         self.torch = torch
+        self.pad_to: int | None = None  # unpacked rows padded to this length (the benchmark's baseline)
 
     # ---- setup -------------------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -64,9 +65,8 @@ class Trainer:
         random.seed(p.seed)
         np.random.seed(p.seed % 2**32)
         torch.manual_seed(p.seed)
-        self.tokenizer = data.load_tokenizer(p)
         t0 = time.time()
-        self.ds = data.build(p, self.tokenizer)
+        self.load_data()
         self.plan = packing.make_plan(self.ds, p.packing, p.max_length, p.per_device_train_batch_size,
                                       self.world, p.gradient_accumulation_steps, p.seed)
         opts = p.trainer_options
@@ -89,6 +89,10 @@ class Trainer:
                  f"{sum(x.numel() for x in self.model.parameters() if x.requires_grad) / 1e6:.2f}M trained, "
                  f"attention {self.attn}, {self.world} process(es) on {self.device.type}")
         self._optim()
+
+    def load_data(self) -> None:
+        self.tokenizer = data.load_tokenizer(self.p)
+        self.ds = data.build(self.p, self.tokenizer)
 
     def _optim(self) -> None:
         torch, p = self.torch, self.p
@@ -200,7 +204,7 @@ class Trainer:
         if self.p.packing:
             b = packing.collate_packed(self.ds, bins)
         else:
-            b = packing.collate_padded(self.ds, bins, self.tokenizer.pad_token_id)
+            b = packing.collate_padded(self.ds, bins, self.tokenizer.pad_token_id, self.pad_to)
         out = {k: torch.from_numpy(np.asarray(v)).to(self.device, non_blocking=True) for k, v in b.items()
                if k not in ("cu_seqlens", "max_seqlen")}
         if self.p.packing and self.attn in ("flash_attention_2", "flash_attention_3", "llmjobs_varlen"):
