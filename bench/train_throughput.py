@@ -60,8 +60,9 @@ def synthetic(n: int, vocab: int, max_length: int, seed: int = 0):
     for i in range(n):
         a, b = offsets[i], offsets[i + 1]
         labels[a:b - 1] = tokens[a + 1:b]
-    return Dataset(tokens, labels, offsets, {"samples": n, "tokens": int(offsets[-1]), "dropped_overlong": 0,
-                                               "truncated": 0, "dropped_no_loss_tokens": 0})
+    return Dataset(tokens, labels, offsets, {"samples": n, "tokens": int(offsets[-1]),
+                                             "loss_tokens": int((labels != IGNORE).sum()), "sources": [],
+                                             "dropped_overlong": 0, "truncated": 0, "dropped_no_loss_tokens": 0})
 
 
 def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
@@ -77,6 +78,12 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
         p = params.LoraParams.model_construct(**common, r=64, alpha=128)
     elif mode == "padded":  # every sample padded to max_length, sdpa with the padding mask
         p = params.SFTParams.model_construct(**common, packing=False, attn_implementation="sdpa")
+    elif mode == "sft_bf16":  # pure bf16 weights (precision: bf16)
+        p = params.SFTParams.model_construct(**common, precision="bf16")
+    elif mode == "sft_bf16_bs4":
+        p = params.SFTParams.model_construct(**common, precision="bf16", per_device_train_batch_size=4)
+    elif mode == "sft_bs4":  # the defaults with 4 packed rows (16k tokens) per micro-batch
+        p = params.SFTParams.model_construct(**common, per_device_train_batch_size=4)
     else:  # what a user gets: the defaults
         p = params.SFTParams.model_construct(**common)
     cfg = {"kind": "train.lora" if mode == "lora" else "train.sft", "output_dir": args.out,

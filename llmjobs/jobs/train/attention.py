@@ -63,9 +63,13 @@ def _varlen_forward(module: Any, query: Any, key: Any, value: Any, attention_mas
         rep = q.shape[1] // k.shape[1]
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-    extra = _CAUSAL
-    out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), scale=scaling, **extra)
-    return out.unsqueeze(0), None
+    dtype = q.dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        # under autocast the rotary embedding hands back fp32; the kernel takes 16-bit only
+        half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
+        q, k, v = q.to(half), k.to(half), v.to(half)
+    out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), scale=scaling, **_CAUSAL)
+    return out.to(dtype).unsqueeze(0), None
 
 
 def _causal_kwargs() -> dict[str, Any]:

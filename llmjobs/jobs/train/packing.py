@@ -85,16 +85,19 @@ class Plan:
     def steps_per_epoch(self) -> int:
         return len(self.bins) // self.rows_per_step
 
-    def _perm(self, epoch: int) -> list[int]:
-        order = list(range(len(self.bins)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
+    def _perm(self, epoch: int) -> np.ndarray:
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] != epoch:  # asked several times per step: shuffle once per epoch
+            order = list(range(len(self.bins)))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._cached = cached = (epoch, np.asarray(order, dtype=np.int64))
+        return cached[1]
 
     def rows(self, step: int) -> list[int]:
         """Every row (bin index) of optimizer step ``step``, all ranks, in (rank, micro, row) order."""
         epoch, s = divmod(step, self.steps_per_epoch)
         perm = self._perm(epoch)
-        return perm[s * self.rows_per_step:(s + 1) * self.rows_per_step]
+        return perm[s * self.rows_per_step:(s + 1) * self.rows_per_step].tolist()
 
     def micro(self, step: int, rank: int, m: int) -> list[list[int]]:
         rows = self.rows(step)

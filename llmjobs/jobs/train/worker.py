@@ -364,6 +364,8 @@ class Trainer:
         if self.p.packing:
             return 1.0  # padding-free: every computed token is a real one
         lengths = self.ds.lengths
+        if self.pad_to:
+            return float(lengths.sum() / (len(lengths) * self.pad_to))
         bs = self.p.per_device_train_batch_size
         padded = sum(max(lengths[[d for b in self.plan.bins[i:i + bs] for d in b]]) * bs
                      for i in range(0, len(self.plan.bins), bs))
