@@ -32,11 +32,6 @@ def run_lora(ctx: StepContext) -> dict[str, Any]:
 
 
 def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
-    from llmjobs.jobs.train import launch
-
-    p = model.model_validate(ctx.params)
-    if ctx.num_shards > 1:
-        raise ValueError(f"{kind} runs as one shard; spread it with resources.nodes and gpus_per_node")
     out = Path(ctx.output_dir)
     work = out / ".train"
     work.mkdir(parents=True, exist_ok=True)
@@ -45,6 +40,22 @@ def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
     if ctx.is_head:  # a requeued job runs the same attempt again: forget the last run's stop and status
         stop_flag.unlink(missing_ok=True)
         status_file.unlink(missing_ok=True)
+    running: list[subprocess.Popen] = []
+    restore = _relay_walltime_signal(running, stop_flag)  # first thing: the signal may come during setup
+    try:
+        return _launch(ctx, kind, model, work, stop_flag, status_file, running)
+    finally:
+        restore()
+
+
+def _launch(ctx: StepContext, kind: str, model: type[SFTParams], work: Path, stop_flag: Path,
+            status_file: Path, running: list[subprocess.Popen]) -> dict[str, Any]:
+    from llmjobs.jobs.train import launch
+
+    p = model.model_validate(ctx.params)
+    out = Path(ctx.output_dir)
+    if ctx.num_shards > 1:
+        raise ValueError(f"{kind} runs as one shard; spread it with resources.nodes and gpus_per_node")
     config = work / f"attempt-{ctx.attempt}.rank-{ctx.rank}.json"
     config.write_text(json.dumps({
         "kind": kind, "params": p.model_dump(mode="json"), "output_dir": str(out),
@@ -54,11 +65,8 @@ def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
     cmd, env = launch.command(ctx, str(config), nproc)
     log.info("node %d/%d: %s", ctx.rank, ctx.world_size, launch.describe(cmd, env))
     proc = subprocess.Popen(cmd, env={**os.environ, **env})
-    restore = _relay_walltime_signal(proc, stop_flag)
-    try:
-        rc = proc.wait()
-    finally:
-        restore()
+    running.append(proc)
+    rc = proc.wait()
     status = _read(status_file)
     if rc != 0:
         raise RuntimeError(f"{kind}: training process exited with code {rc} (its traceback is above in this log)")
@@ -86,7 +94,7 @@ def _grace_seconds() -> float:
     return max(5.0, delay - 10.0)
 
 
-def _relay_walltime_signal(proc: subprocess.Popen, stop_flag: Path):
+def _relay_walltime_signal(running: list[subprocess.Popen], stop_flag: Path):
     """While training runs, the walltime signal first makes the trainers checkpoint, then goes on to the
     handler that was there (submitit's requeue). Without requeues the runner ignores the signal: so do we."""
     if threading.current_thread() is not threading.main_thread():
@@ -106,9 +114,9 @@ def _relay_walltime_signal(proc: subprocess.Popen, stop_flag: Path):
         log.warning("walltime/preemption signal: asking the trainers to checkpoint")
         stop_flag.touch()
         deadline = time.time() + _grace_seconds()
-        while proc.poll() is None and time.time() < deadline:
+        while running and running[0].poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        if proc.poll() is None:
+        if running and running[0].poll() is None:
             log.warning("trainers still running after %.0fs; requeueing from the last periodic checkpoint",
                         _grace_seconds())
         signal.signal(sig, previous)
