@@ -46,6 +46,7 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.timeout(900)
 def test_sft_from_a_config_learns_and_loads_in_transformers_and_vllm(cli, tmp_path, tokenizer_dir, chat_data):
     recipe = _recipe(tmp_path, {"ft": {"kind": "train.sft", "params": _sft(tokenizer_dir, chat_data,
                                                                               max_steps=30, save_steps=10)}})
@@ -84,7 +85,7 @@ def test_sft_from_a_config_learns_and_loads_in_transformers_and_vllm(cli, tmp_pa
             "print('GEN:' + repr(o[0])); e.close()")
     del vllm
     v = subprocess.run([sys.executable, "-c", code, str(out), prompt], capture_output=True, text=True,
-                       timeout=400, check=False)
+                       timeout=600, check=False)
     assert v.returncode == 0, v.stderr[-3000:]
     assert "<think>" in v.stdout.split("GEN:")[-1]
 
