@@ -94,6 +94,16 @@ def _grace_seconds() -> float:
     return max(5.0, delay - 10.0)
 
 
+def _alive(pid: int) -> bool:
+    """Whether the child still runs. Not Popen.poll: the main thread sits in Popen.wait, which holds the lock
+    poll needs, so from this signal handler poll would always say 'running'."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _relay_walltime_signal(running: list[subprocess.Popen], stop_flag: Path):
     """While training runs, the walltime signal first makes the trainers checkpoint, then goes on to the
     handler that was there (submitit's requeue). Without requeues the runner ignores the signal: so do we."""
@@ -114,9 +124,9 @@ def _relay_walltime_signal(running: list[subprocess.Popen], stop_flag: Path):
         log.warning("walltime/preemption signal: asking the trainers to checkpoint")
         stop_flag.touch()
         deadline = time.time() + _grace_seconds()
-        while running and running[0].poll() is None and time.time() < deadline:
+        while running and _alive(running[0].pid) and time.time() < deadline:
             time.sleep(0.2)
-        if running and running[0].poll() is None:
+        if running and _alive(running[0].pid):
             log.warning("trainers still running after %.0fs; requeueing from the last periodic checkpoint",
                         _grace_seconds())
         signal.signal(sig, previous)
