@@ -179,7 +179,7 @@ def test_walltime_signal_checkpoints_requeues_and_finishes(cli, tmp_path, tokeni
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=600)
     assert view["status"] == "succeeded", json.dumps(view)[:2000]
     log = cli("logs", run_id, "ft").stdout
-    stopped = int(log.split("stop requested: checkpoint step ")[1].split(";")[0])
+    stopped = int(log.split("stop requested: checkpoint step ")[1].split()[0])
     assert 20 <= stopped < 120
     assert f"resumed from checkpoint step {stopped} " in log
     out = _output(cli, run_id, "ft")
