@@ -37,6 +37,10 @@ _BUILTIN = [
     Kind("synth.multistage", "llmjobs.jobs.synth.multistage:run", "llmjobs.jobs.synth.multistage:MultistageParams",
          "a chain of prompt stages per problem; code stages run in the sandbox, verify stages grade the result; "
          "one chat dataset per stage + lineage"),
+    Kind("train.sft", "llmjobs.jobs.train.step:run_sft", "llmjobs.jobs.train.params:SFTParams",
+         "full fine-tuning: packed, padding-free, leak-free; torchrun on every node; checkpoints and resume"),
+    Kind("train.lora", "llmjobs.jobs.train.step:run_lora", "llmjobs.jobs.train.params:LoraParams",
+         "LoRA / QLoRA adapters over a base (a hub name, a directory or ${steps.X.output}); optional merge"),
 ]
 
 _KINDS: dict[str, Kind] | None = None

@@ -1,0 +1,100 @@
+"""Building the model to train: from the hub / a directory / a config, with LoRA adapters when asked."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from llmjobs.jobs.train import attention
+from llmjobs.jobs.train.params import SFTParams
+
+log = logging.getLogger("llmjobs.train")
+
+
+def weight_dtype(p: SFTParams, device_type: str) -> Any:
+    """dtype of the weights held in memory. Full fine-tuning keeps fp32 master weights under bf16 autocast by
+    default (lr 1e-5 updates vanish in bf16); a LoRA base is frozen, so it and its adapters live in bf16."""
+    import torch
+
+    if device_type != "cuda" or p.precision == "fp32":
+        return torch.float32
+    if p.precision == "bf16" or p.is_lora:
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast_dtype(p: SFTParams, device_type: str) -> Any:
+    import torch
+
+    if device_type == "cuda" and p.precision in ("auto", "bf16_autocast") and not p.is_lora:
+        return torch.bfloat16
+    return None
+
+
+def build(p: SFTParams, tokenizer: Any, device_type: str) -> tuple[Any, str]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    attn = attention.resolve(p.attn_implementation, device_type, p.packing)
+    if attn == attention.VARLEN:
+        attention.register()
+    dtype = weight_dtype(p, device_type)
+    kwargs: dict[str, Any] = {"attn_implementation": attn, "dtype": dtype}
+    if p.init is not None:
+        cfg = dict(p.init.config)
+        cfg.setdefault("vocab_size", len(tokenizer))
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            cfg.setdefault(name, getattr(tokenizer, name))
+        config = AutoConfig.for_model(cfg.pop("model_type", "llama"), **cfg)
+        torch.manual_seed(p.seed)
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    else:
+        if p.is_lora and p.quantize != "none":
+            kwargs["quantization_config"] = _bnb_config(p)
+            kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
+        model = AutoModelForCausalLM.from_pretrained(p.model, **kwargs)
+    model.config.use_cache = False  # a KV cache would re-open attention across packed documents
+    if p.gradient_checkpointing:
+        gc_kwargs = p.trainer_options.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        if p.is_lora:
+            model.enable_input_require_grads()
+    if p.is_lora:
+        model = _lora(p, model)
+    return model, attn
+
+
+def _bnb_config(p: Any) -> Any:
+    import importlib.util
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(f"quantize: {p.quantize} needs bitsandbytes in the job's environment")
+    if p.quantize == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _lora(p: Any, model: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    if p.quantize != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.gradient_checkpointing)
+    import torch
+
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    if isinstance(p.target_modules, list):
+        missing = [t for t in p.target_modules if t not in linear]
+        if missing:
+            raise ValueError(f"target_modules {missing} are not linear layers of this model; it has "
+                             f"{sorted(linear)} (or use target_modules: all-linear)")
+    config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=p.target_modules,
+                        task_type="CAUSAL_LM")
+    # peft casts adapters to fp32 by default; under a bf16 base that makes every adapter matmul an upcast
+    # (slower than full fine-tuning on the benchmark shape). Keep them in the base's dtype.
+    return get_peft_model(model, config, autocast_adapter_dtype=False)
