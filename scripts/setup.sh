@@ -15,7 +15,9 @@ if [ "${1:-}" = "--test" ]; then
   # the code sandbox's namespaces (synth.multistage); its tests fall back to rlimits-only without it
   if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-    $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 || echo "bubblewrap not installed: the sandbox runs with rlimits only" >&2
+    { $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+        || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } \
+      || echo "bubblewrap not installed: the sandbox runs with rlimits only" >&2
   fi
 else
   python -m pip install -q -e .
