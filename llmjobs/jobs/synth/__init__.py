@@ -1,0 +1,1 @@
+"""Data synthesis kinds: problem generators and teacher sampling that build training sets."""
