@@ -30,6 +30,17 @@ class SympyParams(BaseModel):
             raise ValueError(f"difficulty must be among 1, 2, 3; got {bad}")
         return sorted(set(v))
 
+    @field_validator("families", "exclude")
+    @classmethod
+    def _known(cls, v: list[str], info) -> list[str]:
+        if any("${" in f for f in v):
+            return v
+        from llmjobs.jobs.synth.sympy.registry import select
+
+        if v:
+            select(v)  # ValueError listing the known families and categories
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> SympyParams:
         if self.count is not None and self.count_per_shard is not None:
@@ -38,7 +49,7 @@ class SympyParams(BaseModel):
             return self
         from llmjobs.jobs.synth.sympy.registry import select
 
-        select(self.families, self.exclude)  # ValueError listing the known families and categories
+        select(self.families, self.exclude)  # the selection is not empty
         return self
 
     def shard_count(self, shard: int, num_shards: int) -> int:

@@ -117,7 +117,7 @@ def select(names: Iterable[str], exclude: Iterable[str] = ()) -> list[Family]:
             elif item in table:
                 out.append(item)
             else:
-                raise ValueError(f"{role}: unknown family or category {item!r}; categories: "
+                raise ValueError(f"unknown family or category {item!r}; categories: "
                                  f"{', '.join(CATEGORIES)}; families: {', '.join(sorted(table))}")
         return out
 

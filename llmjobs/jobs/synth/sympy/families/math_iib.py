@@ -101,7 +101,8 @@ def exponential_equation(rng: random.Random, difficulty: int) -> Draft:
                   "en": f"${right} = {base}^{{{tex(m)}}}$; compare exponents: ${expo} = {tex(m)}$\n"
                         f"$x = {tex(sol)}$"},
         params={"base": base, "p": p, "q": q, "m": str(m)},
-        check=lambda v: (n := _num(v)) is not None and math.isclose(base ** float(p * n + q), base ** float(m)),
+        # second way: the exponents agree numerically (base^(p x + q) = base^m)
+        check=lambda v: (n := _num(v)) is not None and abs((p * n + q) - float(m)) < 1e-9,
     )
 
 
