@@ -30,6 +30,24 @@ def reader():
     return AnswerReader()
 
 
+def _generate(name: str) -> tuple[dict, list[dict], list[dict]]:
+    """One family's N problems and, again from the same seed, its first 20 (in a worker process)."""
+    fam = registry.families()[name]
+    reader = AnswerReader()
+    result = generate_shard([fam], N, seed=3, reader=reader)
+    again = generate_shard([fam], 20, seed=3, reader=AnswerReader()).rows["train"]
+    return result.stats, result.rows["train"], again
+
+
+@pytest.fixture(scope="module")
+def generated():
+    """Every family generated once, over two processes (parsing the answers is the slow part)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return dict(zip(FAMILIES, pool.map(_generate, FAMILIES, chunksize=1)))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """Per-category distribution, filled by the family tests and written to a file at the end."""
@@ -54,10 +72,9 @@ def test_registry_spans_the_curriculum():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family(name, reader, report):
+def test_family(name, generated, reader, report):
     fam = registry.families()[name]
-    result = generate_shard([fam], N, seed=3, reader=reader)
-    stats, rows = result.stats, result.rows["train"]
+    stats, rows, again = generated[name]
     counts = stats["by_family"][name]
     # every draw passed parse, self-grade and the second check; enough distinct problems exist
     assert stats["dropped"] == {}, stats["examples"]
@@ -73,9 +90,8 @@ def test_family(name, reader, report):
             assert _JA.search(r["problem"]), r["problem"]
     ja = {r["key"]: r["answer"] for r in rows if r["language"] == "ja"}
     assert all(ja[r["key"]] == r["answer"] for r in rows if r["language"] == "en")
-    # deterministic for a seed: the first problems again, identical
-    again = generate_shard([fam], 20, seed=3, reader=reader).rows["train"]
-    assert again == rows[:len(again)]
+    # deterministic for a seed: the first problems again (a fresh generator, a fresh parser cache), identical
+    assert len(again) == 40 and again == rows[:len(again)]
     # the evaluation's grader says the gold answer is correct against itself (a few per family)
     from llmjobs.jobs.eval.grading import verify_pair
 

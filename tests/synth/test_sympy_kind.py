@@ -122,3 +122,29 @@ def test_bad_input_is_refused_at_submit(cli, home, tmp_path, recipe, expect):
     for text in expect:
         assert text in r.stderr, r.stderr
     assert not (home / "registry.db").exists() or "synth" not in cli("runs").stdout
+
+
+def test_families_from_an_entry_point(tmp_path, monkeypatch):
+    """A package adds a family through the entry point group; select() and the params model then know it."""
+    (tmp_path / "extra_families.py").write_text(
+        "from llmjobs.jobs.synth.sympy.registry import Draft, Family\n"
+        "def _square(rng, difficulty):\n"
+        "    a = rng.randint(2, 99)\n"
+        "    return Draft(text={'ja': f'${a}^2$ を計算しなさい。', 'en': f'Compute ${a}^2$.'}, answer=str(a * a),\n"
+        "                 solution={'ja': f'${a * a}$', 'en': f'${a * a}$'}, params={'a': a},\n"
+        "                 check=lambda v: v == a * a)\n"
+        "FAMILY = Family('square_numbers', '中1', 'squares', _square)\n")
+    dist = tmp_path / "extra_families-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-families\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[llmjobs.sympy_families]\nsquare = extra_families:FAMILY\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_FAMILIES", None)
+    assert registry.families()["square_numbers"].category == "中1"
+    assert "square_numbers" in {f.name for f in registry.select(["中1"])}
+    from llmjobs.jobs.synth.sympy.params import SympyParams
+
+    SympyParams.model_validate({"families": ["square_numbers"]})
+    rows = generate_shard(registry.select(["square_numbers"]), 10, reader=AnswerReader()).rows["train"]
+    assert len(rows) == 20 and all(int(r["answer"]) == r["params"]["a"] ** 2 for r in rows)
+    monkeypatch.setattr(registry, "_FAMILIES", None)
