@@ -129,16 +129,18 @@ def logarithm(rng: random.Random, difficulty: int) -> Draft:
         c1 = u * base ** e
         shown = f"\\log_{{{base}}} {c1} + \\log_{{{base}}} {w} - \\log_{{{base}}} {u * w}"
         value = sp.Integer(e)
+        log = f"\\log_{{{base}}}"
+        step = f"${log} {c1} + {log} {w} - {log} {u * w} = {log} \\frac{{{c1} \\times {w}}}{{{u * w}}} = " \
+               f"{log} {base ** e} = {e}$"
         if difficulty == 3 and rng.random() < 0.5:
             k = rng.randint(2, 3)
-            shown = f"{k}\\log_{{{base}}} {base ** 2} + " + shown
+            shown = f"{k}{log} {base ** 2} + " + shown
             value = value + 2 * k
             numeric = k * math.log(base ** 2, base)
+            step = f"${k}{log} {base ** 2} = {k} \\times 2 = {2 * k}$\n{step}\n${2 * k} + {e} = {value}$"
         else:
             numeric = 0.0
         numeric += math.log(c1, base) + math.log(w, base) - math.log(u * w, base)
-        step = f"$= \\log_{{{base}}} \\frac{{{c1} \\times {w}}}{{{u * w}}} = \\log_{{{base}}} {base ** e}$ ...\n" \
-               f"$= {value}$"
     return Draft(text={"ja": f"${shown}$ の値を求めなさい。", "en": f"Evaluate ${shown}$."}, answer=tex(value),
                  solution={"ja": step, "en": step.replace("より", "so")}, params={"shown": shown},
                  check=lambda v: is_number(v, numeric, 1e-8))
