@@ -37,9 +37,9 @@ def arithmetic_sequence(rng: random.Random, difficulty: int) -> Draft:
 
 @family("geometric_sequence", "数学IIB", "geometric sequences: a term or the sum of terms")
 def geometric_sequence(rng: random.Random, difficulty: int) -> Draft:
-    a = nz(rng, -5, 5)
+    a = nz(rng, -9, 9)
     r = rng.choice([2, 3, -2, -3] if difficulty < 3 else [2, 3, -2, -3, 4, 5, sp.Rational(1, 2)])
-    n = rng.randint(3, 8)
+    n = rng.randint(3, 10 if abs(r) <= 3 else 7)
     ask = rng.choice(["term", "sum"] if difficulty > 1 else ["term"])
     r = sp.sympify(r)
     terms = [Fraction(a) * Fraction(int(sp.numer(r)), int(sp.denom(r))) ** k for k in range(n)]

@@ -147,14 +147,14 @@ def limit(rng: random.Random, difficulty: int) -> Draft:
 @family("derivative_transcendental", "数学IIIC", "derivatives of exp, log and trig functions at a point")
 def derivative_transcendental(rng: random.Random, difficulty: int) -> Draft:
     k, c = nz(rng, -3, 3), nz(rng, -5, 5)
-    n = rng.randint(1, 3)
+    n = rng.randint(1, 4)
     kind = rng.choice(["exp", "sin", "log"] if difficulty > 1 else ["exp", "sin"])
     if kind == "exp":
-        f, a = c * X ** n * sp.exp(k * X), rng.choice([0, 1, -1])
+        f, a = c * X ** n * sp.exp(k * X), rng.choice([0, 1, -1, 2])
     elif kind == "sin":
-        f, a = c * X ** n * sp.sin(k * X), rng.choice([sp.pi, sp.pi / 2, sp.pi / 3])
+        f, a = c * X ** n * sp.sin(k * X), rng.choice([sp.pi, sp.pi / 2, sp.pi / 3, sp.pi / 6])
     else:
-        f, a = c * X ** n * sp.log(X), rng.choice([1, sp.E])
+        f, a = c * X ** n * sp.log(X), rng.choice([1, sp.E, sp.E ** 2])
     df = sp.diff(f, X)
     value = sp.expand(df.subs(X, a))  # like terms combine on their own; simplify() costs 70 ms a draw
 
