@@ -217,7 +217,7 @@ def integral_transcendental(rng: random.Random, difficulty: int) -> Draft:
 
 @family("infinite_series", "数学IIIC", "sums of infinite geometric series")
 def infinite_series(rng: random.Random, difficulty: int) -> Draft:
-    a = nz(rng, -9, 9)
+    a = nz(rng, -15, 15)
     den = rng.randint(2, 9)
     r = sp.Rational(nz(rng, -(den - 1), den - 1), den)
     value = a / (1 - r)
