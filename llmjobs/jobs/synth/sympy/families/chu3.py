@@ -141,9 +141,9 @@ def quadratic_equation(rng: random.Random, difficulty: int) -> Draft:
 
 @family("quadratic_rate", "中3", "y = ax^2: rate of change")
 def quadratic_rate(rng: random.Random, difficulty: int) -> Draft:
-    a = sp.Rational(nz(rng, -4, 4), 1 if difficulty < 3 else rng.choice([1, 2, 3]))
-    p = rng.randint(-6, 5)
-    q = p + rng.randint(1, 6)
+    a = sp.Rational(nz(rng, -6, 6), 1 if difficulty < 3 else rng.choice([1, 2, 3]))
+    p = rng.randint(-8, 7)
+    q = p + rng.randint(1, 8)
     value = a * (p + q)
     fp, fq = a * p ** 2, a * q ** 2
     steps = f"$\\frac{{{tex(fq)} - ({tex(fp)})}}{{{q} - ({p})}} = {tex(value)}$"
@@ -161,10 +161,10 @@ def quadratic_rate(rng: random.Random, difficulty: int) -> Draft:
 
 @family("pythagorean", "中3", "Pythagorean theorem")
 def pythagorean(rng: random.Random, difficulty: int) -> Draft:
-    a, b = rng.randint(1, 12), rng.randint(1, 12)
+    a, b = rng.randint(1, 40), rng.randint(1, 40)
     ask_leg = difficulty > 1 and rng.random() < 0.5
     if ask_leg:
-        hyp, leg = max(a, b) + rng.randint(1, 5), min(a, b)
+        hyp, leg = max(a, b) + rng.randint(1, 15), min(a, b)
         value = sp.sqrt(hyp ** 2 - leg ** 2)
         numeric = math.sqrt(hyp ** 2 - leg ** 2)
         ja = f"直角三角形の斜辺が ${hyp}$、他の1辺が ${leg}$ のとき、残りの辺の長さを求めなさい。"

@@ -218,7 +218,7 @@ def probability(rng: random.Random, difficulty: int) -> Draft:
         second = Fraction(dist[target] if kind == "eq" else sum(dist[target:]), 36)
         params = {"dice": True, "target": target, "kind": kind}
     else:
-        red, white = rng.randint(2, 9), rng.randint(1, 9)
+        red, white = rng.randint(2, 15), rng.randint(1, 15)
         k = 2 if difficulty < 3 else rng.choice([2, 3, 4])
         k = min(k, red)
         j = k if difficulty == 1 else rng.randint(max(1, k - white), k)  # exactly j red balls
@@ -292,7 +292,7 @@ def trig_ratios(rng: random.Random, difficulty: int) -> Draft:
 
 @family("law_of_cosines", "数学IA", "the law of cosines")
 def law_of_cosines(rng: random.Random, difficulty: int) -> Draft:
-    b, c = rng.randint(1, 9), rng.randint(1, 9)
+    b, c = rng.randint(1, 15), rng.randint(1, 15)
     angle = rng.choice([60, 120] if difficulty < 3 else [45, 60, 90, 120, 135, 150, 30])
     cos = _TRIG[angle][1]
     sq = sp.nsimplify(b * b + c * c - 2 * b * c * cos)

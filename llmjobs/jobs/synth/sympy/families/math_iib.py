@@ -158,7 +158,7 @@ def trig_equation(rng: random.Random, difficulty: int) -> Draft:
     fn = rng.choice(["sin", "cos"] if difficulty == 1 else ["sin", "cos", "tan"])
     c = rng.choice(_VALUES[fn])
     p = 1 if difficulty == 1 else rng.randint(1, 4)
-    q = 0 if difficulty == 1 else rng.randint(-5, 5)
+    q = 0 if difficulty == 1 else rng.randint(-9, 9)
     rhs = sp.nsimplify(p * c + q)
     fnum = _FUNCS[fn][1]
     sols = [a for a in _ANGLES if abs(fnum(float(a)) - float(c)) < 1e-12 and not (fn == "tan" and sp.cos(a) == 0)]

@@ -182,15 +182,15 @@ def derivative_transcendental(rng: random.Random, difficulty: int) -> Draft:
 def integral_transcendental(rng: random.Random, difficulty: int) -> Draft:
     kind = rng.choice(["exp", "trig", "recip"] if difficulty < 3 else ["exp", "trig", "recip", "xexp"])
     k = nz(rng, 1, 4)
-    c = nz(rng, -5, 5)
+    c = nz(rng, -9, 9)
     if kind == "exp":
-        f, lo, hi = c * sp.exp(k * X), 0, rng.choice([1, 2])
+        f, lo, hi = c * sp.exp(k * X), 0, rng.choice([1, 2, 3])
     elif kind == "trig":
         f, lo, hi = c * rng.choice([sp.sin, sp.cos])(k * X), 0, rng.choice([sp.pi / 2, sp.pi / 3, sp.pi / 6, sp.pi])
     elif kind == "recip":
         f, lo, hi = sp.Rational(c, 1) / (X + k), 0, rng.randint(1, 5)
     else:
-        f, lo, hi = c * X * sp.exp(X), 0, 1
+        f, lo, hi = c * X * sp.exp(X), 0, rng.choice([1, 2])
         k = 1
     value = sp.simplify(sp.integrate(f, (X, lo, hi)))
 
