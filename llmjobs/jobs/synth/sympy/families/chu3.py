@@ -106,12 +106,12 @@ def square_roots(rng: random.Random, difficulty: int) -> Draft:
 @family("quadratic_equation", "中3", "quadratic equations: factoring and the formula")
 def quadratic_equation(rng: random.Random, difficulty: int) -> Draft:
     if difficulty < 3 or rng.random() < 0.4:
-        r1, r2 = rng.randint(-9, 9), rng.randint(-9, 9)
-        a = 1 if difficulty == 1 else rng.choice([1, 2, 3])
+        r1, r2 = rng.randint(-12, 12), rng.randint(-12, 12)
+        a = 1 if difficulty == 1 else rng.choice([1, 2, 3, -1])
         poly = sp.expand(a * (X - r1) * (X - r2))
     else:
         while True:
-            b, c = rng.randint(-9, 9), rng.randint(-9, 9)
+            b, c = rng.randint(-12, 12), rng.randint(-12, 12)
             disc = b * b - 4 * c
             if disc > 0 and math.isqrt(disc) ** 2 != disc:
                 break
