@@ -10,7 +10,7 @@ PY="${PYTHON:-python3}"
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
-  python -m pip install -q -e '.[dev,postgres,eval]'
+  python -m pip install -q -e '.[dev,postgres,eval,synth]'
   PIP="python -m pip" bash scripts/install-cpu-inference.sh
   # the code sandbox's namespaces (synth.multistage); its tests fall back to rlimits-only without it
   if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -32,6 +32,10 @@ _BUILTIN = [
     Kind("eval.self_consistency", "llmjobs.jobs.eval.step:run", "llmjobs.jobs.eval.step:EvalParams",
          "N samples per problem (vLLM or transformers; a Ray pool over every GPU of the step), math-verify "
          "grading, majority vote, maj@k / pass@k report"),
+    Kind("synth.sympy", "llmjobs.jobs.synth.sympy.kind:run", "llmjobs.jobs.synth.sympy.params:SympyParams",
+         "exact problems from SymPy families (JA/EN, worked solutions), checked twice, sharded, held-out split"),
+    Kind("data.prepare", "llmjobs.jobs.data.prepare:run", "llmjobs.jobs.data.params:PrepareParams",
+         "mix, template, length-filter, dedup and decontaminate sources into chat-format train/dev JSONL"),
     Kind("synth.distill", "llmjobs.jobs.synth.distill:run", "llmjobs.jobs.synth.distill:DistillParams",
          "a teacher samples N answers per problem; ground_truth or majority filter; SFT chat dataset + report"),
     Kind("synth.multistage", "llmjobs.jobs.synth.multistage:run", "llmjobs.jobs.synth.multistage:MultistageParams",
