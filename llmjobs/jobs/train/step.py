@@ -31,7 +31,8 @@ def run_lora(ctx: StepContext) -> dict[str, Any]:
     return _run(ctx, "train.lora", LoraParams)
 
 
-def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
+def _run(ctx: StepContext, kind: str, model: type[Any], worker: str = "llmjobs.jobs.train.worker",
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from llmjobs.jobs.train import launch
 
     p = model.model_validate(ctx.params)
@@ -49,9 +50,9 @@ def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
     config.write_text(json.dumps({
         "kind": kind, "params": p.model_dump(mode="json"), "output_dir": str(out),
         "checkpoint_dir": str(ctx.checkpoint_dir), "stop_flag": str(stop_flag), "status_file": str(status_file),
-        "attempt": ctx.attempt, "run_id": ctx.run_id, "step": ctx.step}))
+        "attempt": ctx.attempt, "run_id": ctx.run_id, "step": ctx.step, **(extra or {})}))
     nproc = p.nproc_per_node or max(1, launch.gpus_on_node())
-    cmd, env = launch.command(ctx, str(config), nproc)
+    cmd, env = launch.command(ctx, str(config), nproc, worker)
     log.info("node %d/%d: %s", ctx.rank, ctx.world_size, launch.describe(cmd, env))
     proc = subprocess.Popen(cmd, env={**os.environ, **env})
     restore = _relay_walltime_signal(proc, stop_flag)
