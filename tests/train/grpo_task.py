@@ -42,7 +42,7 @@ def build_tokenizer(path: Path) -> Path:
     return path
 
 
-def warm_model(path: Path, tokenizer: Path, steps: int = 60, seed: int = 0) -> Path:
+def warm_model(path: Path, tokenizer: Path, steps: int = 80, seed: int = 0, lr: float = 5e-3) -> Path:
     """A tiny Llama after ``steps`` supervised steps on correct boxed answers: it writes the format, and gets
     part of the sums right (the GRPO tests start from there)."""
     import torch
@@ -54,7 +54,7 @@ def warm_model(path: Path, tokenizer: Path, steps: int = 60, seed: int = 0) -> P
                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **cfg)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     rows = problems(256, seed + 1)
     for step in range(steps):
         batch = rows[(step * 16) % 256:(step * 16) % 256 + 16]

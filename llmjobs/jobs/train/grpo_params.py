@@ -204,10 +204,11 @@ class GRPOParams(BaseModel):
     @field_validator("trainer")
     @classmethod
     def _trainer_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
-        known = grpoconfig_fields()
         for name in v:
             if name in MANAGED:
                 raise ValueError(f"trainer.{name}: set by llmjobs; use the named param instead of trainer:")
+        known = grpoconfig_fields() if v else None
+        for name in v:
             if known is None and name not in KNOWN_FIELDS:
                 raise ValueError(f"trainer.{name}: not a GRPOConfig field llmjobs knows (TRL is not importable "
                                  f"here to ask; known: {', '.join(sorted(KNOWN_FIELDS))})")
@@ -329,11 +330,31 @@ def check_memory(p: GRPOParams) -> None:
 
 
 def grpoconfig_fields() -> set[str] | None:
-    """The field names of TRL's GRPOConfig, or None when TRL is not importable here."""
-    try:
-        import dataclasses
+    """The field names of TRL's GRPOConfig (with its bases), or None when TRL is not installed here.
 
-        from trl import GRPOConfig
-    except Exception:  # noqa: BLE001 - TRL missing or broken: fall back to the names llmjobs knows
+    Read from the installed sources with ``ast`` rather than imported: importing TRL imports vLLM and torch,
+    tens of seconds on a login node, for a name check."""
+    import ast
+    import importlib.util
+
+    try:
+        trl_spec = importlib.util.find_spec("trl")
+        tf_spec = importlib.util.find_spec("transformers")
+    except (ImportError, ValueError):
         return None
-    return {f.name for f in dataclasses.fields(GRPOConfig)}
+    if trl_spec is None or tf_spec is None or not trl_spec.origin or not tf_spec.origin:
+        return None
+    files = {Path(trl_spec.origin).parent / "trainer" / "grpo_config.py": "GRPOConfig",
+             Path(trl_spec.origin).parent / "trainer" / "base_config.py": "_BaseConfig",
+             Path(tf_spec.origin).parent / "training_args.py": "TrainingArguments"}
+    names: set[str] = set()
+    for path, cls in files.items():
+        try:
+            tree = ast.parse(path.read_text())
+        except (OSError, SyntaxError):
+            return None
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name == cls:
+                names |= {n.target.id for n in node.body
+                          if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    return names if "num_generations" in names else None
