@@ -199,7 +199,8 @@ def history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {"step": e["step"], "reward": e.get("reward"), "reward_std": e.get("reward_std"),
                "kl": e.get("kl"), "loss": e.get("loss"), "learning_rate": e.get("learning_rate"),
                "completion_length": e.get("completions/mean_length"),
-               "clipped_ratio": e.get("completions/clipped_ratio"), "entropy": e.get("entropy")}
+               "clipped_ratio": e.get("completions/clipped_ratio"), "entropy": e.get("entropy"),
+               "step_time": e.get("step_time")}
         for k, v in e.items():
             if k.startswith("rewards/") and k.endswith("/mean"):
                 row[f"reward_{k[len('rewards/'):-len('/mean')]}"] = v
