@@ -53,6 +53,7 @@ def test_accuracy_format_length_from_a_worker_thread():
     # a prompt that already opened <think>: the completion must close it
     assert fmt(prompts=["Q <think>"], completions=["\\boxed{7}"]) == [0.0]
     assert fmt(prompts=["Q <think>"], completions=["r </think> \\boxed{7}"]) == [1.0]
+    assert fmt(prompts=["Q", "Q"], completions=["\\boxed{}", "\\boxed{ }"]) == [0.0, 0.0]  # empty boxes do not count
     # conversational completions (lists of messages) are read too
     assert fmt(prompts=None, completions=[[{"role": "assistant", "content": "\\boxed{1}"}]]) == [1.0]
 

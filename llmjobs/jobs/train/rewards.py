@@ -6,7 +6,8 @@
   graded by its math-verify ``Grader``: each pair runs in a process pool with a hard per-item timeout (a
   runaway expression has its worker killed and scores 0), so it works from any thread, where math-verify's
   own ``signal.alarm`` timeouts do not.
-- ``format``: 1.0 when a ``<think>`` block is closed and the answer part holds exactly one ``\\boxed{}``.
+- ``format``: 1.0 when a ``<think>`` block is closed and the answer part holds exactly one non-empty
+  ``\\boxed{}`` (a policy rewarded for empty boxes learns to write them: seen in the tests).
 - ``length``: DAPO's soft over-long penalty: 0 up to ``max_completion_length - cache`` tokens, then falling
   linearly to -1 at ``max_completion_length`` (a truncated completion).
 - anything else: a custom ``module:function`` with the same signature.
@@ -86,7 +87,7 @@ def format_reward(prompts: list[Any] | None = None, completions: list[Any] = (),
             continue
         answer_part = tail if sep else text
         boxes = len(_BOX.findall(answer_part))
-        out.append(1.0 if boxes == 1 and last_boxed(answer_part) is not None else 0.0)
+        out.append(1.0 if boxes == 1 and last_boxed(answer_part) else 0.0)  # an empty \boxed{} is no answer
     return out
 
 
