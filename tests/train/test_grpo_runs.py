@@ -24,7 +24,7 @@ def warm(tmp_path_factory) -> Path:
     pytest.importorskip("trl")
     d = tmp_path_factory.mktemp("grpo-task")
     tok = grpo_task.build_tokenizer(d / "tok")
-    return grpo_task.warm_model(d / "warm", tok, steps=30)
+    return grpo_task.warm_model(d / "warm", tok, steps=40)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ def prompts(tmp_path_factory) -> Path:
 
 def _params(warm: Path, prompts: Path, **kw) -> dict:
     return {"model": str(warm), "data": str(prompts), "template": "{problem}", "chat_template": False,
-            "num_generations": 8, "per_device_train_batch_size": 16, "max_completion_length": 10,
-            "max_prompt_length": 16, "learning_rate": 5e-3, "temperature": 1.0, "seed": 3,
-            "rewards": {"accuracy": 1.0, "format": 0.2}, **kw}
+            "num_generations": 8, "per_device_train_batch_size": 32, "max_completion_length": 12,
+            "max_prompt_length": 16, "learning_rate": 2e-3, "temperature": 1.0, "seed": 42,
+            "rewards": {"accuracy": 1.0}, **kw}
 
 
 def _submit(cli, tmp_path: Path, params: dict, wait: bool = True):
@@ -50,18 +50,19 @@ def _output(cli, run_id: str) -> Path:
 
 
 def test_grpo_raises_accuracy_with_a_reference_and_kl(cli, tmp_path, warm, prompts):
-    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=30, save_steps=100, beta=0.04))
+    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=40, save_steps=100, beta=0.04))
     assert r.returncode == 0, r.stderr[-3000:]
     run_id = r.stdout.split()[0]
     out = _output(cli, run_id)
     m = json.loads((out / "metrics.json").read_text())
     s, history = m["summary"], m["history"]
-    assert s["steps"] == 30 and [h["step"] for h in history] == list(range(1, 31))
+    assert s["steps"] == 40 and [h["step"] for h in history] == list(range(1, 41))
     assert s["reference_model"] is True and s["beta"] == 0.04 and s["generation"] == "transformers"
     assert any(h["kl"] > 0 for h in history[1:])  # the policy moved away from the reference, and it is logged
-    assert all("reward_accuracy" in h and "reward_format" in h and h["completion_length"] > 0 for h in history)
-    # the rise, averaged over the first and last quarter of the run (8 prompts x 16 completions each)
-    assert s["accuracy_last"] >= s["accuracy_first"] + 0.15, [h["accuracy"] for h in history]
+    assert all("reward_accuracy" in h and h["completion_length"] > 0 for h in history)
+    # the rise, averaged over the first and last quarter of the run (10 steps of 4 prompts x 8 completions);
+    # measured here: 0.14 -> 0.38 (another seed: 0.19 -> 0.37)
+    assert s["accuracy_last"] >= s["accuracy_first"] + 0.1, [h["accuracy"] for h in history]
     assert (out / "grpo.png").stat().st_size > 1000 and (out / "model.safetensors").exists()
     assert "reference loaded" in cli("logs", run_id, "rl").stdout
 
@@ -69,7 +70,7 @@ def test_grpo_raises_accuracy_with_a_reference_and_kl(cli, tmp_path, warm, promp
 def test_beta_zero_loads_no_reference_and_sigkill_resumes(cli, tmp_path, warm, prompts):
     from llmjobs.jobs.train import checkpoint
 
-    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=8, save_steps=2, beta=0.0), wait=False)
+    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=8, save_steps=2, beta=0.0, per_device_train_batch_size=8), wait=False)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.split()[0]
     out = _output(cli, run_id)

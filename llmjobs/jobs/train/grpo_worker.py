@@ -327,6 +327,11 @@ def main(argv: list[str]) -> int:
     detach_from_walltime_signal()
     logging.basicConfig(level=logging.WARNING)
     cfg = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        # one process (launch sets RANK/LOCAL_RANK for the SFT loop): accelerate would take LOCAL_RANK as a
+        # torchrun launch and wait for a MASTER_ADDR rendezvous
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+            os.environ.pop(name, None)
     try:
         return run(cfg)
     finally:
