@@ -70,7 +70,7 @@ def test_grpo_raises_accuracy_with_a_reference_and_kl(cli, tmp_path, warm, promp
 def test_beta_zero_loads_no_reference_and_sigkill_resumes(cli, tmp_path, warm, prompts):
     from llmjobs.jobs.train import checkpoint
 
-    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=8, save_steps=2, beta=0.0, per_device_train_batch_size=8), wait=False)
+    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=16, save_steps=2, beta=0.0, per_device_train_batch_size=8), wait=False)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.split()[0]
     out = _output(cli, run_id)
@@ -84,14 +84,14 @@ def test_beta_zero_loads_no_reference_and_sigkill_resumes(cli, tmp_path, warm, p
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=60)
     assert view["status"] == "failed" and not (out / "metrics.json").exists()
     newest = checkpoint.latest(ckpts)[0]
-    assert 4 <= newest < 8
+    assert 4 <= newest < 16
 
     r = cli("resume", run_id, "--wait", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     log = cli("logs", run_id, "rl").stdout
     assert f"resuming from step-{newest:08d}" in log and "reference none" in log
     m = json.loads((out / "metrics.json").read_text())
-    assert m["summary"]["steps"] == 8 and m["summary"]["resumed_from_step"] == newest
+    assert m["summary"]["steps"] == 16 and m["summary"]["resumed_from_step"] == newest
     assert m["summary"]["reference_model"] is False
-    assert [h["step"] for h in m["history"]] == list(range(1, 9))  # TRL's log history travels in the checkpoint
+    assert [h["step"] for h in m["history"]] == list(range(1, 17))  # TRL's log history travels in the checkpoint
     assert all(h["kl"] is None for h in m["history"])
