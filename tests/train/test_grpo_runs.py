@@ -41,7 +41,8 @@ def _params(warm: Path, prompts: Path, **kw) -> dict:
 
 def _submit(cli, tmp_path: Path, params: dict, wait: bool = True):
     recipe = tmp_path / "rl.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "rl", "steps": {"rl": {"kind": "train.grpo", "params": params}}}))
+    steps = {"rl": {"kind": "train.grpo", "params": params}}
+    recipe.write_text(yaml.safe_dump({"name": "rl", "steps": steps}))
     return cli("submit", recipe, *(["--wait"] if wait else []), timeout=900)
 
 
@@ -70,7 +71,8 @@ def test_grpo_raises_accuracy_with_a_reference_and_kl(cli, tmp_path, warm, promp
 def test_beta_zero_loads_no_reference_and_sigkill_resumes(cli, tmp_path, warm, prompts):
     from llmjobs.jobs.train import checkpoint
 
-    r = _submit(cli, tmp_path, _params(warm, prompts, max_steps=16, save_steps=2, beta=0.0, per_device_train_batch_size=8), wait=False)
+    params = _params(warm, prompts, max_steps=16, save_steps=2, beta=0.0, per_device_train_batch_size=8)
+    r = _submit(cli, tmp_path, params, wait=False)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.split()[0]
     out = _output(cli, run_id)
