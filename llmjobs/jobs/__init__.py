@@ -45,6 +45,8 @@ _BUILTIN = [
          "full fine-tuning: packed, padding-free, leak-free; torchrun on every node; checkpoints and resume"),
     Kind("train.lora", "llmjobs.jobs.train.step:run_lora", "llmjobs.jobs.train.params:LoraParams",
          "LoRA / QLoRA adapters over a base (a hub name, a directory or ${steps.X.output}); optional merge"),
+    Kind("train.grpo", "llmjobs.jobs.train.grpo:run_grpo", "llmjobs.jobs.train.grpo_params:GRPOParams",
+         "GRPO on TRL's GRPOTrainer: math-verify accuracy / format / length rewards, beta 0.04, vLLM colocated"),
 ]
 
 _KINDS: dict[str, Kind] | None = None

@@ -35,8 +35,9 @@ def rendezvous_port(ctx: StepContext) -> int:
     return 20000 + int(hashlib.sha1(key.encode()).hexdigest(), 16) % 20000
 
 
-def command(ctx: StepContext, config: str, nproc: int) -> tuple[list[str], dict[str, str]]:
-    worker = ["-m", "llmjobs.jobs.train.worker", config]
+def command(ctx: StepContext, config: str, nproc: int,
+            module: str = "llmjobs.jobs.train.worker") -> tuple[list[str], dict[str, str]]:
+    worker = ["-m", module, config]
     if ctx.world_size * nproc == 1:
         env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
         return [sys.executable, *worker], env

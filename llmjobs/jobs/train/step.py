@@ -31,7 +31,8 @@ def run_lora(ctx: StepContext) -> dict[str, Any]:
     return _run(ctx, "train.lora", LoraParams)
 
 
-def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
+def _run(ctx: StepContext, kind: str, model: type[Any], worker: str = "llmjobs.jobs.train.worker",
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
     out = Path(ctx.output_dir)
     work = out / ".train"
     work.mkdir(parents=True, exist_ok=True)
@@ -43,13 +44,14 @@ def _run(ctx: StepContext, kind: str, model: type[SFTParams]) -> dict[str, Any]:
     running: list[subprocess.Popen] = []
     restore = _relay_walltime_signal(running, stop_flag)  # first thing: the signal may come during setup
     try:
-        return _launch(ctx, kind, model, work, stop_flag, status_file, running)
+        return _launch(ctx, kind, model, work, stop_flag, status_file, running, worker, extra)
     finally:
         restore()
 
 
-def _launch(ctx: StepContext, kind: str, model: type[SFTParams], work: Path, stop_flag: Path,
-            status_file: Path, running: list[subprocess.Popen]) -> dict[str, Any]:
+def _launch(ctx: StepContext, kind: str, model: type[Any], work: Path, stop_flag: Path,
+            status_file: Path, running: list[subprocess.Popen], worker: str,
+            extra: dict[str, Any] | None) -> dict[str, Any]:
     from llmjobs.jobs.train import launch
 
     p = model.model_validate(ctx.params)
@@ -60,9 +62,9 @@ def _launch(ctx: StepContext, kind: str, model: type[SFTParams], work: Path, sto
     config.write_text(json.dumps({
         "kind": kind, "params": p.model_dump(mode="json"), "output_dir": str(out),
         "checkpoint_dir": str(ctx.checkpoint_dir), "stop_flag": str(stop_flag), "status_file": str(status_file),
-        "attempt": ctx.attempt, "run_id": ctx.run_id, "step": ctx.step}))
+        "attempt": ctx.attempt, "run_id": ctx.run_id, "step": ctx.step, **(extra or {})}))
     nproc = p.nproc_per_node or max(1, launch.gpus_on_node())
-    cmd, env = launch.command(ctx, str(config), nproc)
+    cmd, env = launch.command(ctx, str(config), nproc, worker)
     log.info("node %d/%d: %s", ctx.rank, ctx.world_size, launch.describe(cmd, env))
     proc = subprocess.Popen(cmd, env={**os.environ, **env})
     running.append(proc)
