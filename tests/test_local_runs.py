@@ -505,6 +505,9 @@ def test_a_job_from_another_interpreter_is_exec_d_not_forked(home, tmp_path, mon
 
     # a first job keeps the dispatcher (started with this interpreter) alive
     holder = submit("hold", f"while [ ! -e {release} ]; do sleep 0.1; done")
+    deadline = time.time() + 60  # the holder runs: its dispatcher (this interpreter) is up before we switch
+    while backend.poll([holder])[holder.job_id].state != JobState.RUNNING and time.time() < deadline:
+        time.sleep(0.1)
     other = Path(sys.executable).with_name("python3" if Path(sys.executable).name != "python3" else "python")
     assert other.exists() and str(other) != sys.executable
     monkeypatch.setattr(sys, "executable", str(other))
