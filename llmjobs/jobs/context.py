@@ -75,5 +75,5 @@ def _distributed_env() -> tuple[int, int, str, list[str]]:
         env = submitit.JobEnvironment()
         hosts = list(getattr(env, "hostnames", None) or [host])
         return env.node, env.num_nodes, hosts[0], hosts
-    except Exception:  # outside a submitit job, or an executor without node info
+    except Exception:  # noqa: BLE001 - outside a submitit job, or an executor without node info
         return 0, 1, host, [host]

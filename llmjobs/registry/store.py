@@ -63,7 +63,7 @@ def make_engine(url: str) -> Engine:
         return _sqlite_engine(url)
     try:
         return create_engine(url, pool_pre_ping=True)
-    except Exception as e:  # e.g. an unknown dialect or a driver that is not installed
+    except Exception as e:  # noqa: BLE001 - e.g. an unknown dialect or a driver that is not installed
         raise UserError(f"cannot use registry URL {make_url(url).render_as_string(hide_password=True)}: {e}. "
                         "For PostgreSQL install the extra: pip install 'llmjobs[postgres]'") from None
 
