@@ -102,11 +102,11 @@ make_namespace() {
   in_ns ip link set lo up
   # the address lives on the namespace's own loopback; this machine's namespace never gets it
   in_ns ip -4 addr show dev lo | grep -q " $ADDR/" || in_ns ip addr add "$ADDR/32" dev lo
-  # the name resolves only inside the namespace: `ip netns exec` binds /etc/netns/NS/hosts over /etc/hosts,
-  # so nothing in this machine's own namespace ever resolves it (or sends traffic to that address)
-  sed -i "/# llmjobs PBS test bed/d" /etc/hosts
-  mkdir -p "/etc/netns/$NS"
-  { cat /etc/hosts; echo "$ADDR $HOSTNAME_PBS  # llmjobs PBS test bed (only in netns $NS)"; } >"/etc/netns/$NS/hosts"
+  if ! grep -Eq "^$ADDR[[:space:]]+$HOSTNAME_PBS([[:space:]]|\$)" /etc/hosts; then
+    grep -Eq "[[:space:]]$HOSTNAME_PBS([[:space:]]|\$)" /etc/hosts \
+      && die "/etc/hosts maps $HOSTNAME_PBS to another address; remove that line or set PBS_TESTBED_HOST"
+    echo "$ADDR $HOSTNAME_PBS  # llmjobs PBS test bed (the address exists only in netns $NS)" >>/etc/hosts
+  fi
 }
 
 write_configs() {
