@@ -146,22 +146,27 @@ def load_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+def read_yaml_file(path: str | Path, what: str = "recipe") -> Any:
+    """A YAML file (recipe or cluster profile) -> data: bounded size, UTF-8, unique keys; else ``UserError``."""
     path = Path(path)
     try:
         with path.open("rb") as f:
             data = f.read(MAX_RECIPE_BYTES + 1)
     except OSError as e:
-        raise UserError(f"{path}: cannot read recipe: {e.strerror or e}") from None
+        raise UserError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     if len(data) > MAX_RECIPE_BYTES:
-        raise UserError(f"{path}: larger than {MAX_RECIPE_BYTES // 1_000_000} MB; a recipe names its data and "
+        raise UserError(f"{path}: larger than {MAX_RECIPE_BYTES // 1_000_000} MB; a {what} names its data and "
                         "models by path instead of holding them")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); save the recipe as UTF-8") from None
-    return plan_from_dict(load_yaml(text, str(path)), str(path), overrides)
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); save the {what} as UTF-8") from None
+    return load_yaml(text, str(path))
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    return plan_from_dict(read_yaml_file(path, "recipe"), str(path), overrides)
 
 
 def check_run_name(name: str, what: str = "--name") -> None:

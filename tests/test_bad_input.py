@@ -112,6 +112,12 @@ def test_unknown_cluster_profile(cli, home, tmp_path, seeded):
     bad.write_text("backend: lsf\n")
     r = cli("submit", good, "--cluster", bad)
     assert r.returncode == 2 and "unknown backend 'lsf'" in r.stderr and "bad.yaml" in r.stderr
+    # a profile is read like a recipe: a key given twice is refused, not silently overwritten
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("backend: local\nscheduler: {max_parallel: 1}\nscheduler: {max_parallel: 8}\n")
+    r = cli("submit", good, "--cluster", twice)
+    assert r.returncode == 2 and "twice.yaml" in r.stderr and "scheduler" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 3
     assert _counts(home) == before
 
 

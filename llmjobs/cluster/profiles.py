@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmjobs import settings
@@ -73,12 +72,9 @@ def load_profile(spec: str | None) -> Profile:
 
 
 def profile_from_file(path: Path) -> Profile:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: malformed YAML: {e}") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    from llmjobs.recipes import read_yaml_file  # recipes imports this module
+
+    data = read_yaml_file(path, "cluster profile")  # unique keys, size limits, UTF-8: as for recipes
     if not isinstance(data, dict):
         raise UserError(f"{path}: a cluster profile is a mapping with at least 'backend'")
     data.setdefault("name", path.stem)
