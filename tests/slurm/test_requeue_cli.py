@@ -5,6 +5,7 @@ it up from its checkpoint (``requeues: 0``)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def test_timeout_requeues_a_checkpointing_step(slurm, home, tmp_path, requeues):
                                             "params": {"function": "ckmod:work"}}}}
     (tmp_path / "ck.yaml").write_text(yaml.safe_dump(recipe))
 
-    r = llmjobs_cli("submit", str(tmp_path / "ck.yaml"), "--cluster", str(tmp_path / "cluster.yaml"))
+    # the module is importable where we submit (checked at submit) and, through the profile's env, in the job
+    r = llmjobs_cli("submit", str(tmp_path / "ck.yaml"), "--cluster", str(tmp_path / "cluster.yaml"),
+                    env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))})
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip().splitlines()[-1]
     # a requeued job waits out Slurm's credential lifetime (about two minutes) before it starts again

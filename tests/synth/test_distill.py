@@ -173,14 +173,16 @@ name: d
 steps:
   teach:
     kind: synth.distill
-    params: {{model: /nonexistent/model, data: /nonexistent/problems.jsonl, filter: majority, theta: {theta}}}
+    params: {{model: /nonexistent/model, data: {data}, filter: majority, theta: {theta}}}
 """
 
 
 @pytest.mark.parametrize("theta", [0, 1.5, -0.2])
 def test_theta_outside_zero_one_is_refused_at_submit(theta, cli, home, tmp_path):
+    data = tmp_path / "problems.jsonl"  # the data file is checked at submit too: give a real one
+    data.write_text('{"id": "p1", "problem": "1+1?", "answer": "2"}\n')
     path = tmp_path / "distill.yaml"
-    path.write_text(RECIPE.format(theta=theta))
+    path.write_text(RECIPE.format(theta=theta, data=data))
     r = cli("submit", path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     message = " ".join(r.stderr.split())

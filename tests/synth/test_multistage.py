@@ -129,15 +129,17 @@ def test_tiny_model_drives_the_generate_stages(tiny_llama, tmp_path):
     assert sum(len(f.read_text().splitlines()) for f in gen.glob("*.jsonl")) == 5
 
 
-def test_unknown_stage_is_refused_by_the_params():
+def test_unknown_stage_is_refused_by_the_params(tmp_path):
+    d = tmp_path / "problems.jsonl"  # the data file is checked too: a real one, so the stage check speaks
+    d.write_text('{"id": "p1", "problem": "1+1?", "answer": "2"}\n')
     with pytest.raises(ValueError, match="unknown stage 'hnt'.*earlier stages: hint"):
-        MultistageParams.model_validate({"model": "m", "data": "d", "stages": [
+        MultistageParams.model_validate({"model": "m", "data": str(d), "stages": [
             {"name": "hint", "template": "{problem}"}, {"name": "code", "template": "{stages.hnt}"}]})
     with pytest.raises(ValueError, match="unknown stage 'code'"):  # a later stage is not visible either
-        MultistageParams.model_validate({"model": "m", "data": "d", "stages": [
+        MultistageParams.model_validate({"model": "m", "data": str(d), "stages": [
             {"name": "hint", "template": "{stages.code}"}, {"name": "code", "kind": "code", "template": "x"}]})
     with pytest.raises(ValueError, match="needs an earlier code stage"):
-        MultistageParams.model_validate({"model": "m", "data": "d", "stages": [{"name": "v", "kind": "verify"}]})
+        MultistageParams.model_validate({"model": "m", "data": str(d), "stages": [{"name": "v", "kind": "verify"}]})
 
 
 RECIPE = """
@@ -147,16 +149,18 @@ steps:
     kind: synth.multistage
     params:
       model: /nonexistent/model
-      data: /nonexistent/problems.jsonl
+      data: {data}
       stages:
-        - {name: hint, template: "{problem}"}
-        - {name: procedure, template: "{problem} {stages.hnt}"}
+        - {{name: hint, template: "{{problem}}"}}
+        - {{name: procedure, template: "{{problem}} {{stages.hnt}}"}}
 """
 
 
 def test_unknown_stage_in_a_recipe_exits_2_and_queues_nothing(cli, home, tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text('{"id": "p1", "problem": "1+1?", "answer": "2"}\n')
     path = tmp_path / "multi.yaml"
-    path.write_text(RECIPE)
+    path.write_text(RECIPE.format(data=data))
     r = cli("submit", path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     message = " ".join(r.stderr.split())

@@ -90,14 +90,12 @@ def test_sft_from_a_config_learns_and_loads_in_transformers_and_vllm(cli, tmp_pa
     assert "<think>" in v.stdout.split("GEN:")[-1]
 
 
-def _task_pid(job_pid: int) -> int:
-    """The local backend's job is a controller process; the shard runs in its submitit child, which is where
-    the controller sends the walltime signal."""
-    for task in Path(f"/proc/{job_pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if b"submitit.core._submit" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
-    raise AssertionError(f"no submitit task under job {job_pid}")
+def _task_pid(stdout: Path, job_id: str) -> int:
+    """The local backend's job process (where its dispatcher sends the checkpoint signal): the first process of
+    the job's session, whose pid the backend keeps beside the job's logs."""
+    from llmjobs.cluster.backends.local.queue import pid_path
+
+    return int(pid_path(stdout.parent, job_id).read_text().split()[0])
 
 
 def _reference(tmp_path: Path, params: dict) -> Path:
@@ -175,7 +173,7 @@ def test_walltime_signal_checkpoints_requeues_and_finishes(cli, tmp_path, tokeni
     while time.time() < deadline and "step 20/120" not in (stdout.read_text() if stdout.exists() else ""):
         time.sleep(0.2)
     assert "step 20/120" in stdout.read_text()
-    os.kill(_task_pid(int(attempt["job_id"])), signal.SIGUSR2)
+    os.kill(_task_pid(stdout, attempt["job_id"]), signal.SIGUSR2)
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=600)
     assert view["status"] == "succeeded", json.dumps(view)[:2000]
     log = cli("logs", run_id, "ft").stdout
