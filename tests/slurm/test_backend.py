@@ -208,6 +208,24 @@ def _slurmd_pid(node: str) -> int:
     return int(Path(pattern.replace("%n", node)).read_text())
 
 
+def _kill_job_processes(job_id: str) -> None:
+    """A dead node takes its jobs with it; two slurmd on one host do not: the first attempt's processes
+    would outlive their 'node' (and hold the shard's lock) until the restarted slurmd reaps them."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(f"slurmstepd: [{job_id}".encode()) or f"SLURM_JOB_ID={job_id}\0".encode() in environ:
+            try:
+                os.kill(int(proc.name), 9)
+            except ProcessLookupError:
+                pass
+
+
 def test_slurmd_killed_gives_node_failure_then_resubmission_completes(backend, tmp_path):
     from .conftest import TESTBED
 
@@ -219,6 +237,7 @@ def test_slurmd_killed_gives_node_failure_then_resubmission_completes(backend, t
     assert node in ("n1", "n2")
     try:
         os.kill(_slurmd_pid(node), 9)
+        _kill_job_processes(sub[0].job_id)
         failed = wait_until(backend, refs(sub), all_ended(refs(sub)), timeout=240, interval=5)
         assert (failed[sub[0].job_id].state, failed[sub[0].job_id].reason) == (JobState.FAILED, "node failure")
     finally:
