@@ -29,7 +29,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 import llmjobs
-from llmjobs.cluster.backends.base import Backend, JobRef, JobState, StepJob
+from llmjobs.cluster.backends.base import Backend, JobRef, JobState, JobStatus, StepJob
 from llmjobs.cluster.container import ContainerSpec, container_env
 from llmjobs.cluster.profiles import Profile, backend_for
 from llmjobs.errors import SchedulerError, UserError
@@ -329,24 +329,29 @@ class Controller:
             return ""
         reason = f"cancelled: step {refused!r} of this submission was refused by the scheduler"
         try:
-            self.backend(run).cancel([ref for _, ref in queued])
+            seen = self.backend(run).cancel([ref for _, ref in queued])
         except Exception as e:  # noqa: BLE001 - report both; the jobs stay recorded as the scheduler says
             return f"cancelling them failed too: {e}"
-        left = self._confirm_cancelled(run, queued, reason)
+        left = self._confirm_cancelled(run, queued, reason, seen)
         return "all confirmed by the scheduler" if not left else f"{left} not yet confirmed by the scheduler"
 
-    def _confirm_cancelled(self, run: _Run, refs: list[tuple[int, JobRef]], reason: str) -> int:
+    def _confirm_cancelled(self, run: _Run, refs: list[tuple[int, JobRef]], reason: str,
+                           seen: dict[str, JobStatus] | None = None) -> int:
         """Poll the scheduler until it reports these jobs ended (or ``CANCEL_CONFIRM_S`` passes) and record
-        what it says; never assume a job is cancelled. Returns how many it still reports live."""
+        what it says; never assume a job is cancelled. ``seen``: the states the backend's own cancel already
+        waited for (PBS, Slurm), used as the first poll. Returns how many it still reports live."""
         backend = self.backend(run)
         pending = dict(refs)
         deadline = time.monotonic() + CANCEL_CONFIRM_S
         delay = 0.2
         while pending:
-            try:
-                statuses = backend.poll(list(pending.values()))
-            except SchedulerError:
-                statuses = {}
+            if seen is not None:
+                statuses, seen = seen, None
+            else:
+                try:
+                    statuses = backend.poll(list(pending.values()))
+                except SchedulerError:
+                    statuses = {}
             ended = {aid: statuses[ref.job_id] for aid, ref in pending.items()
                      if ref.job_id in statuses and not statuses[ref.job_id].state.live}
             if ended:
@@ -590,14 +595,13 @@ class Controller:
         steps = [st for st in run.steps.values() if step_name in (None, st.name)]
         refs = [(sh.latest.id, JobRef(sh.latest.job_id, sh.latest.folder or "")) for st in steps
                 for sh in st.shards.values() if sh.latest and sh.latest.state in LIVE_ATTEMPT and sh.latest.job_id]
-        if refs:
-            self.backend(run).cancel([r for _, r in refs])
+        seen = self.backend(run).cancel([r for _, r in refs]) if refs else None
         with self.registry.session() as s:
             pending = {sh.id: "cancelled" for st in steps for sh in st.shards.values() if sh.status == "pending"}
             self._settle_shards(s, pending)
             self._settle(s, run.id)
         if refs:
-            self._confirm_cancelled(run, refs, "cancelled by user")
+            self._confirm_cancelled(run, refs, "cancelled by user", seen)
         return len(refs)
 
     def attempt_state(self, run_id: str, step: str, shard: int, number: int) -> str | None:
