@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +22,8 @@ from llmjobs.resources import Resources
 
 if TYPE_CHECKING:
     from llmjobs.cluster.profiles import Profile
+
+log = logging.getLogger("llmjobs.backend")
 
 
 class JobState(enum.StrEnum):
@@ -101,6 +105,27 @@ class Backend(abc.ABC):
     def cancel(self, jobs: list[JobRef]) -> dict[str, JobStatus] | None:
         """Ask the scheduler to stop these jobs; may return the states it reported afterwards. The controller
         polls after a cancel in any case and records what the scheduler says, never an assumed 'cancelled'."""
+
+    def wait_ended(self, jobs: list[JobRef], wait_s: float, after: str) -> dict[str, JobStatus]:
+        """Poll until the scheduler reports every job ended or ``wait_s`` passes (schedulers end cancelled
+        jobs after their signal, not at once); returns the last states. ``after``: the command, for the log."""
+        from llmjobs.errors import SchedulerError
+
+        deadline = time.monotonic() + wait_s
+        statuses: dict[str, JobStatus] = {}
+        while True:
+            try:
+                statuses = self.poll(jobs)
+            except SchedulerError as e:
+                log.warning("after %s: %s", after, e)
+            unsettled = [r.job_id for r in jobs if r.job_id not in statuses or statuses[r.job_id].state.live]
+            if not unsettled:
+                return statuses
+            if time.monotonic() >= deadline:
+                log.warning("after %s, %s still reports %d job(s) queued or running, or says nothing of them "
+                            "(first: %s)", after, self.name, len(unsettled), unsettled[0])
+                return statuses
+            time.sleep(1.0)
 
     def describe(self, job: StepJob) -> str:
         """What ``submit`` would do, for ``--dry-run``: the batch script and command line."""

@@ -38,7 +38,6 @@ import os
 import re
 import shlex
 import sys
-import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -331,21 +330,8 @@ class PBSBackend(Backend):
             except Exception as e:  # noqa: BLE001 - the other groups are still deleted
                 failed.append(f"{' '.join(group)} ({e})")
         # nothing deleted (every call failed): one look, no wait for ends that will not come
-        statuses = self._settle(jobs, wait=len(failed) < len(groups))
+        statuses = self.wait_ended(jobs, self.options.cancel_wait_s if len(failed) < len(groups) else 0, "qdel")
         if failed:
             raise SchedulerError(f"qdel failed for {'; '.join(failed)}; those jobs may still be queued or "
                                  "running: check with `llmjobs status` and cancel again")
         return statuses
-
-    def _settle(self, jobs: list[JobRef], wait: bool = True) -> dict[str, JobStatus]:
-        deadline = time.monotonic() + (self.options.cancel_wait_s if wait else 0)
-        while True:
-            statuses = self.poll(jobs)
-            unsettled = [ref.job_id for ref in jobs if ref.job_id not in statuses or statuses[ref.job_id].state.live]
-            if not unsettled:
-                return statuses
-            if time.monotonic() >= deadline:
-                log.warning("after qdel, PBS still reports %d job(s) queued or running, or says nothing of them "
-                            "(first: %s)", len(unsettled), unsettled[0])
-                return statuses
-            time.sleep(1.0)

@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -329,28 +328,11 @@ class SlurmBackend(Backend):
             if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
                 failed.append(f"{' '.join(group)} ({' '.join(proc.stderr.split())})")
         # nothing deleted (every call failed): one look, no wait for ends that will not come
-        statuses = self._settle(jobs, wait=len(failed) < len(groups))
+        statuses = self.wait_ended(jobs, self.options.cancel_wait_s if len(failed) < len(groups) else 0, "scancel")
         if failed:
             raise SchedulerError(f"scancel failed for {'; '.join(failed)}; those jobs may still be queued or "
                                  "running: check with `llmjobs status` and cancel again")
         return statuses
-
-    def _settle(self, jobs: list[JobRef], wait: bool = True) -> dict[str, JobStatus]:
-        deadline = time.monotonic() + (self.options.cancel_wait_s if wait else 0)
-        statuses: dict[str, JobStatus] = {}
-        while True:
-            try:
-                statuses = self.poll(jobs)
-            except SchedulerError as e:
-                log.warning("after scancel: %s", e)
-            unsettled = [r.job_id for r in jobs if r.job_id not in statuses or statuses[r.job_id].state.live]
-            if not unsettled:
-                return statuses
-            if time.monotonic() >= deadline:
-                log.warning("after scancel, Slurm still reports %d job(s) queued or running, or says nothing of "
-                            "them (first: %s)", len(unsettled), unsettled[0])
-                return statuses
-            time.sleep(1.0)
 
 
 SCANCEL_BATCH = 100
