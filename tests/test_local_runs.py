@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -521,3 +522,16 @@ def test_a_job_from_another_interpreter_is_exec_d_not_forked(home, tmp_path, mon
     assert parent.startswith(f"{other} -u -m llmjobs.cluster.backends.local.job ")
     while backend.poll([holder])[holder.job_id].state.live and time.time() < deadline:
         time.sleep(0.1)
+
+
+def test_signalling_an_id_that_is_no_jobs_session_does_nothing():
+    """A job id is a queue row (1, 2, ...), not a session: a wrong id must never reach ``killpg``. Run in a
+    process of its own session, so a broken guard kills that process and not the test run."""
+    code = ("import os, signal\n"
+            "from llmjobs.cluster.backends.local.procs import signal_session\n"
+            "for sid in (0, 1, os.getsid(0)):\n"
+            "    signal_session(sid, signal.SIGKILL)\n"
+            "print('alive')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       start_new_session=True, check=False)
+    assert (r.returncode, r.stdout.strip()) == (0, "alive"), r.stderr

@@ -6,8 +6,6 @@ the newest complete checkpoint."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import yaml
 
 from tests.train import grpo_task
+from tests.train.local_job import kill_job
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +81,7 @@ def test_beta_zero_loads_no_reference_and_sigkill_resumes(cli, tmp_path, warm, p
         time.sleep(0.2)
     view = cli.status(run_id)
     (attempt,) = view["steps"][0]["shards"][0]["attempts"]
-    os.killpg(int(attempt["job_id"]), signal.SIGKILL)  # the job, its trainer with it
+    kill_job(attempt)  # the job, its trainer with it
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=60)
     assert view["status"] == "failed" and not (out / "metrics.json").exists()
     newest = checkpoint.latest(ckpts)[0]

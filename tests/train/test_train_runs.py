@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.train.local_job import job_pid, kill_job
+
 pytestmark = pytest.mark.slow
 
 # hidden 128 with 2 heads: head_dim 64, what vLLM's CPU attention needs
@@ -90,14 +92,6 @@ def test_sft_from_a_config_learns_and_loads_in_transformers_and_vllm(cli, tmp_pa
     assert "<think>" in v.stdout.split("GEN:")[-1]
 
 
-def _task_pid(stdout: Path, job_id: str) -> int:
-    """The local backend's job process (where its dispatcher sends the checkpoint signal): the first process of
-    the job's session, whose pid the backend keeps beside the job's logs."""
-    from llmjobs.cluster.backends.local.queue import pid_path
-
-    return int(pid_path(stdout.parent, job_id).read_text().split()[0])
-
-
 def _reference(tmp_path: Path, params: dict) -> Path:
     """The same training, uninterrupted, run by the worker directly."""
     out = tmp_path / "reference"
@@ -126,7 +120,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(cli, tmp_path, tokeniz
         time.sleep(0.2)
     view = cli.status(run_id)
     (attempt,) = view["steps"][0]["shards"][0]["attempts"]
-    os.killpg(int(attempt["job_id"]), signal.SIGKILL)  # the job, its trainer with it
+    kill_job(attempt)  # the job, its trainer with it
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=60)
     assert view["status"] == "failed" and not (out / "model.safetensors").exists()
 
@@ -173,7 +167,7 @@ def test_walltime_signal_checkpoints_requeues_and_finishes(cli, tmp_path, tokeni
     while time.time() < deadline and "step 20/120" not in (stdout.read_text() if stdout.exists() else ""):
         time.sleep(0.2)
     assert "step 20/120" in stdout.read_text()
-    os.kill(_task_pid(stdout, attempt["job_id"]), signal.SIGUSR2)
+    os.kill(job_pid(attempt), signal.SIGUSR2)
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=600)
     assert view["status"] == "succeeded", json.dumps(view)[:2000]
     log = cli("logs", run_id, "ft").stdout

@@ -34,7 +34,12 @@ def members(sid: int) -> list[int]:
 
 
 def signal_session(sid: int, sig: int) -> None:
-    """Send ``sig`` to every process of the session (and its leader's process group, for a racing fork)."""
+    """Send ``sig`` to every process of the session (and its leader's process group, for a racing fork).
+
+    Does nothing for an id that cannot be a job's session: 0 and 1 (killpg(0) is the caller's own group, 1 is
+    init's) or the caller's own session, so a wrong id can never end the machine's other work."""
+    if sid <= 1 or sid == os.getsid(0):
+        return
     for pid in members(sid):
         try:
             os.kill(pid, sig)
