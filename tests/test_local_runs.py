@@ -524,13 +524,22 @@ def test_a_job_from_another_interpreter_is_exec_d_not_forked(home, tmp_path, mon
         time.sleep(0.1)
 
 
-def test_signalling_an_id_that_is_no_jobs_session_does_nothing():
-    """A job id is a queue row (1, 2, ...), not a session: a wrong id must never reach ``killpg``. Run in a
-    process of its own session, so a broken guard kills that process and not the test run."""
+def test_only_a_jobs_own_session_may_be_signalled():
+    """A job id is a queue row (1, 2, ...), not a session: a wrong id must never reach ``kill``/``killpg``.
+    The signalling itself is checked only on the caller's own session, in a process of its own session, so a
+    broken guard ends that process and nothing else (signalling session 0 or 1 for real would end the
+    machine's other processes)."""
+    from llmjobs.cluster.backends.local.procs import may_signal
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        assert [may_signal(sid) for sid in (0, 1, os.getsid(0), child.pid)] == [False, False, False, True]
+    finally:
+        child.kill()
+        child.wait()
     code = ("import os, signal\n"
             "from llmjobs.cluster.backends.local.procs import signal_session\n"
-            "for sid in (0, 1, os.getsid(0)):\n"
-            "    signal_session(sid, signal.SIGKILL)\n"
+            "signal_session(os.getsid(0), signal.SIGKILL)\n"
             "print('alive')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        start_new_session=True, check=False)

@@ -37,6 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmjobs.cluster.backends.base import Backend, JobRef, JobState, JobStatus, StepJob, SubmittedJob
+from llmjobs.cluster.cancel_groups import BATCH, cancel_groups
 from llmjobs.cluster.container import ContainerSpec, container_env, env_prefix, python_command
 from llmjobs.errors import SchedulerError, UserError
 from llmjobs.resources import Resources
@@ -335,31 +336,10 @@ class SlurmBackend(Backend):
         return statuses
 
 
-SCANCEL_BATCH = 100
-
-
-def scancel_groups(job_ids: list[str], batch: int = SCANCEL_BATCH) -> list[list[str]]:
-    """The scancel calls for these jobs: an array task (``123_4``) stands for its whole array (``123``),
-    alone in its call; plain jobs next to each other go together. Reversed (ids come in submission
-    order): downstream steps go before the steps they wait for."""
-    groups: list[list[str]] = []
-    seen: set[str] = set()
-    batching = False
-    for job_id in reversed(job_ids):
-        base, sep, _ = job_id.partition("_")
-        target = base if sep else job_id
-        if target in seen:
-            continue
-        seen.add(target)
-        if sep:
-            groups.append([base])
-            batching = False
-        elif batching and len(groups[-1]) < batch:
-            groups[-1].append(job_id)
-        else:
-            groups.append([job_id])
-            batching = True
-    return groups
+def scancel_groups(job_ids: list[str], batch: int = BATCH) -> list[list[str]]:
+    """The scancel calls for these jobs: an array task (``123_4``) stands for its whole array (``123``), alone
+    in its call; plain jobs go together (the rule of ``llmjobs.cluster.cancel_groups``)."""
+    return cancel_groups(job_ids, lambda job_id: job_id.partition("_")[0] if "_" in job_id else None, batch)
 
 
 def _dependency_ids(after: list[JobRef]) -> list[str]:

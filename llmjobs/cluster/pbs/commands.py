@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmjobs.cluster.cancel_groups import BATCH, cancel_groups
 from llmjobs.cluster.pbs import state as pbs_state
 
 log = logging.getLogger("llmjobs.pbs")
@@ -114,41 +115,19 @@ def qsub(script: Path | str, args: Sequence[str] = (), retry: Retry | None = Non
 
 # --- qdel ---------------------------------------------------------------------------------------------------
 
-# plain job ids sent in one qdel call; arrays always go alone (see qdel_groups)
-QDEL_BATCH = 100
+def qdel_groups(job_ids: Sequence[str], batch: int = BATCH) -> list[list[str]]:
+    """The qdel calls that delete these jobs without crashing a stock OpenPBS 23.06 server: each array whole
+    by its array id (``1234[].pbs1``) alone, plain jobs batched (see ``llmjobs.cluster.cancel_groups``).
+    Text that is no PBS id is passed through as a plain id."""
+    return cancel_groups(job_ids, _array_to_delete, batch)
 
 
-def qdel_groups(job_ids: Sequence[str], batch: int = QDEL_BATCH) -> list[list[str]]:
-    """The qdel calls that delete these jobs without crashing a stock OpenPBS 23.06 server.
-
-    One qdel holding two or more subjobs of one array plus any other job crashes that server (a double free
-    in its delete path; the fix is in no release), and the client then exits 0 without a word. So subjobs
-    are never listed: each array is deleted whole by its array id (``1234[].pbs1``), alone in its call;
-    plain jobs next to each other go together, in batches. The order is reversed (ids come in submission
-    order): downstream steps go before the steps they wait for, so none is ended as "dependency failed".
-    Text that is no PBS id is passed through as a plain id.
-    """
-    groups: list[list[str]] = []
-    seen: set[str] = set()
-    batching = False  # the last group is a batch of plain jobs
-    for job_id in reversed(list(job_ids)):
-        try:
-            index = pbs_state.split_job_id(job_id)[1]
-            array_id = pbs_state.array_parent(job_id) or (job_id if index == "" else None)
-        except ValueError:
-            array_id = None
-        if (array_id or job_id) in seen:
-            continue
-        seen.add(array_id or job_id)
-        if array_id is not None:
-            groups.append([array_id])
-            batching = False
-        elif batching and len(groups[-1]) < batch:
-            groups[-1].append(job_id)
-        else:
-            groups.append([job_id])
-            batching = True
-    return groups
+def _array_to_delete(job_id: str) -> str | None:
+    try:
+        index = pbs_state.split_job_id(job_id)[1]
+        return pbs_state.array_parent(job_id) or (job_id if index == "" else None)
+    except ValueError:
+        return None
 
 
 def qdel(job_ids: Sequence[str], retry: Retry | None = None) -> None:

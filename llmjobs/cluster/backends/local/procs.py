@@ -33,12 +33,18 @@ def members(sid: int) -> list[int]:
     return sessions().get(sid, [])
 
 
+def may_signal(sid: int) -> bool:
+    """False for 0 and 1 (killpg(0) is the caller's own group; session 1 and the processes whose session lies
+    outside this pid namespace hold the machine's init and its services) and for the caller's own session."""
+    return sid > 1 and sid != os.getsid(0)
+
+
 def signal_session(sid: int, sig: int) -> None:
     """Send ``sig`` to every process of the session (and its leader's process group, for a racing fork).
 
-    Does nothing for an id that cannot be a job's session: 0 and 1 (killpg(0) is the caller's own group, 1 is
-    init's) or the caller's own session, so a wrong id can never end the machine's other work."""
-    if sid <= 1 or sid == os.getsid(0):
+    Does nothing for an id that cannot be a job's session (``may_signal``), so a wrong id can never end the
+    machine's other work."""
+    if not may_signal(sid):
         return
     for pid in members(sid):
         try:
