@@ -7,9 +7,22 @@ filled too). Placeholders are replaced literally, not with ``str.format``, so La
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from llmjobs.jobs.eval.data import Problem
+
+log = logging.getLogger("llmjobs.eval")
+
+
+def chat_tokenizer(model: str):
+    """The model's tokenizer, for its chat template; None (prompts go unwrapped) where transformers is absent."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        log.warning("transformers is not installed: prompts are not wrapped in the model's chat template")
+        return None
+    return AutoTokenizer.from_pretrained(model)
 
 TEMPLATES: dict[str, str] = {
     # Reasoning models think in <think>...</think> and box the final answer.

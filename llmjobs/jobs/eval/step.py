@@ -9,10 +9,12 @@ This module imports only pydantic at load time: the parameter model is checked a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,7 +81,8 @@ def _gpus_here() -> int:
         return 0
 
 
-def _pool(p: EvalParams, ctx: StepContext) -> str:
+def pool_for(p: EvalParams, ctx: StepContext) -> str:
+    """Where generation runs: one local engine, or a Ray pool over the step's nodes (or a node's GPUs)."""
     if p.pool != "auto":
         return p.pool
     if ctx.world_size > 1:
@@ -87,7 +90,7 @@ def _pool(p: EvalParams, ctx: StepContext) -> str:
     return "ray" if _gpus_here() // p.tensor_parallel > 1 else "local"
 
 
-def _spec(p: EvalParams):
+def engine_spec(p: EvalParams):
     from llmjobs.jobs.eval.generate import EngineSpec
 
     options = dict(p.engine_options)
@@ -100,21 +103,15 @@ def _spec(p: EvalParams):
 
 def _prompts(p: EvalParams):
     from llmjobs.jobs.eval.data import load_problems
-    from llmjobs.jobs.eval.prompts import render_prompt
+    from llmjobs.jobs.eval.prompts import chat_tokenizer, render_prompt
 
     problems = load_problems(p.data, fields=p.fields, preset=p.preset, limit=p.limit)
-    tokenizer = None
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(p.model)
-    except ImportError:
-        log.warning("transformers is not installed: prompts are not wrapped in the model's chat template")
+    tokenizer = chat_tokenizer(p.model)
     items = [(pr.id, render_prompt(pr, p.template, tokenizer, p.system)) for pr in problems]
     return problems, items
 
 
-def _job_tag(ctx: StepContext) -> str:
+def job_tag(ctx: StepContext) -> str:
     """Names this job's Ray rendezvous files, so a resumed step's ranks never read a dead head's address."""
     job = None
     if "SUBMITIT_EXECUTOR" in os.environ:
@@ -148,14 +145,27 @@ def helper_rank(ctx: StepContext, p: EvalParams, out: Path) -> dict[str, Any] | 
     or idle under pool=local); None on the head. Shared by every kind that samples with this machinery."""
     if ctx.is_head:
         return None
-    if _pool(p, ctx) == "ray":
+    if pool_for(p, ctx) == "ray":
         from llmjobs.jobs.eval.raycluster import RayCluster
 
-        with RayCluster(out / ".ray" / _job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus) as cluster:
+        with RayCluster(out / ".ray" / job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus) as cluster:
             cluster.wait()
         return {"role": "ray worker", "rank": ctx.rank}
     log.warning("pool=local on a %d-node step: only rank 0 generates; rank %d idles", ctx.world_size, ctx.rank)
     return {"role": "idle", "rank": ctx.rank}
+
+
+@contextlib.contextmanager
+def sampling_pool(ctx: StepContext, p: EvalParams, out: Path) -> Iterator[str]:
+    """On the head: the pool to generate with (``pool_for``), inside the step's Ray cluster where it is "ray"."""
+    pool = pool_for(p, ctx)
+    if pool != "ray":
+        yield pool
+        return
+    from llmjobs.jobs.eval.raycluster import RayCluster
+
+    with RayCluster(out / ".ray" / job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus):
+        yield pool
 
 
 def sample(ctx: StepContext, p: EvalParams, items: list[tuple[str, str]], out: Path) -> dict[str, Any]:
@@ -164,17 +174,11 @@ def sample(ctx: StepContext, p: EvalParams, items: list[tuple[str, str]], out: P
     with ``seconds`` = generation wall time summed over every run of this step."""
     from llmjobs.jobs.eval.generate import Sampling, generate
 
-    pool = _pool(p, ctx)
     sampling = Sampling(samples=p.samples, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
                         seed=p.seed)
     started = time.time()
-    if pool == "ray":
-        from llmjobs.jobs.eval.raycluster import RayCluster
-
-        with RayCluster(out / ".ray" / _job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus):
-            stats = generate(items, out, sampling, _spec(p), pool="ray", chunk=p.chunk, cpu_actors=p.cpu_actors)
-    else:
-        stats = generate(items, out, sampling, _spec(p), pool="local", chunk=p.chunk)
+    with sampling_pool(ctx, p, out) as pool:
+        stats = generate(items, out, sampling, engine_spec(p), pool=pool, chunk=p.chunk, cpu_actors=p.cpu_actors)
     stats.update(pool=pool, nodes=ctx.world_size, started=started)
     stats["total_seconds"] = _generation_seconds(out, stats)
     return stats

@@ -69,16 +69,6 @@ def _problems(p: DistillParams, ctx: StepContext):
     return mine
 
 
-def _tokenizer(model: str):
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(model)
-    except ImportError:
-        log.warning("transformers is not installed: prompts are not wrapped in the model's chat template")
-        return None
-
-
 def _reasoning(text: str) -> str:
     """The reasoning of an output: what precedes its last ``</think>`` (without the opening ``<think>``);
     an output without think tags is all reasoning."""
@@ -100,10 +90,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
         return role
 
     from llmjobs.jobs.eval.generate import GEN_DIR, collect
-    from llmjobs.jobs.eval.prompts import fill, render_prompt
+    from llmjobs.jobs.eval.prompts import chat_tokenizer, fill, render_prompt
 
     problems = _problems(p, ctx)
-    tokenizer = _tokenizer(p.model)
+    tokenizer = chat_tokenizer(p.model)
     items = [(pr.id, render_prompt(pr, p.template, tokenizer, p.system)) for pr in problems]
     stats = sample(ctx, p, items, out)
     records = collect(out / GEN_DIR, [i for i, _ in items], p.samples)

@@ -159,9 +159,9 @@ class _Generator:
     """One engine for every stage (local), or the Ray pool (the caller holds the Ray cluster)."""
 
     def __init__(self, p: MultistageParams, pool: str) -> None:
-        from llmjobs.jobs.eval.step import _spec
+        from llmjobs.jobs.eval.step import engine_spec
 
-        self.p, self.pool, self.spec = p, pool, _spec(p)
+        self.p, self.pool, self.spec = p, pool, engine_spec(p)
         self.engine = None
         self.tokenizer = None
 
@@ -169,9 +169,9 @@ class _Generator:
         from llmjobs.jobs.eval.prompts import render_prompt
 
         if self.tokenizer is None:
-            from llmjobs.jobs.synth.distill import _tokenizer
+            from llmjobs.jobs.eval.prompts import chat_tokenizer
 
-            self.tokenizer = _tokenizer(self.p.model) or False
+            self.tokenizer = chat_tokenizer(self.p.model) or False
         return render_prompt(text, "{problem}", self.tokenizer or None, system)
 
     def generate(self, items: list[tuple[str, str]], out: Path, stage: Stage) -> dict[str, Any]:
@@ -198,18 +198,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     root = Path(ctx.output_dir)
     out = root / f"shard-{ctx.shard:05d}" if ctx.num_shards > 1 else root
     out.mkdir(parents=True, exist_ok=True)
-    from llmjobs.jobs.eval.step import _job_tag, _pool, helper_rank
+    from llmjobs.jobs.eval.step import helper_rank, sampling_pool
 
     role = helper_rank(ctx, p, out)
     if role is not None:
         return role
-    pool = _pool(p, ctx)
-    if pool == "ray":
-        from llmjobs.jobs.eval.raycluster import RayCluster
-
-        with RayCluster(out / ".ray" / _job_tag(ctx), ctx.rank, ctx.world_size, num_cpus=p.ray_node_cpus):
-            return _run(ctx, p, out, pool)
-    return _run(ctx, p, out, pool)
+    with sampling_pool(ctx, p, out) as pool:
+        return _run(ctx, p, out, pool)
 
 
 def _run(ctx: StepContext, p: MultistageParams, out: Path, pool: str) -> dict[str, Any]:
