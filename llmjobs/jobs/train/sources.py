@@ -6,6 +6,7 @@ checks read the first records of a file (or the feature list of a dataset direct
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,38 +39,28 @@ def dataset_columns(path: Path) -> set[str] | None:
 
 def peek(path: Path, n: int = 1) -> list[dict[str, Any]]:
     """The first ``n`` records of a JSONL or JSON file (raises ValueError with the line on bad JSON)."""
-    out: list[dict[str, Any]] = []
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data if isinstance(data, list) else data.get("data", [])
-        return [r for r in rows[:n] if isinstance(r, dict)]
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if isinstance(row, dict):
-                out.append(row)
-            if len(out) >= n:
-                break
-    return out
+    return list(itertools.islice(_file_records(path), n))
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every record of a JSONL / JSON file or a ``datasets`` directory (a DatasetDict: its ``train`` split)."""
-    if path.is_dir():
-        from datasets import DatasetDict, load_from_disk
-
-        ds = load_from_disk(str(path))
-        if isinstance(ds, DatasetDict):
-            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-        yield from ds
+    if not path.is_dir():
+        yield from _file_records(path)
         return
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    yield from ds
+
+
+def _file_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The object records of a JSON file (a list, or ``{"data": [...]}``) or of a JSONL file, lazily for JSONL."""
     if path.suffix == ".json":
-        yield from peek(path, n=10**12)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data if isinstance(data, list) else data.get("data", [])
+        yield from (r for r in rows if isinstance(r, dict))
         return
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
