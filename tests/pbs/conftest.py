@@ -1,7 +1,7 @@
 """Fixtures for the PBS tests: a PBS command emulator (``tests/pbs/emulator``) on PATH for each test.
 
-No PBS server can run here, so end-to-end tests drive the emulator: real ``qsub``/``qstat``/``qdel``
-executables that run each job as a local process and answer in the formats captured from a real server.
+The emulator's ``qsub``/``qstat``/``qdel`` run each job as a local process and answer in the formats captured
+from a real server, with the faults a test injects; ``tests/pbs/real`` drives a real OpenPBS server instead.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 EMULATOR = Path(__file__).parent / "emulator"
 if str(EMULATOR) not in sys.path:
@@ -84,3 +85,28 @@ def pbs_server(tmp_path, monkeypatch):
 def pbs_cli(pbs_server, cli):
     cli.env.update(pbs_server.env)
     return cli
+
+
+# the ABCI 3.0 resource types (clusters/abci.yaml)
+RESOURCE_TYPES = {
+    "rt_HC": {"name": "rt_HC", "gpus": 0, "cpus": 32, "mem_gb": 320, "max_nodes": 1},
+    "rt_HG": {"name": "rt_HG", "gpus": 1, "cpus": 16, "mem_gb": 160, "max_nodes": 1},
+    "rt_HF": {"name": "rt_HF", "gpus": 8, "cpus": 192, "mem_gb": 1920, "max_nodes": 128},
+}
+
+
+@pytest.fixture
+def pbs_profile(tmp_path):
+    """Writes a PBS cluster profile for the emulator: group gtest, this Python, runs under tmp_path/runs;
+    ``types`` names the resource types it offers (None: the profile's defaults), ``scheduler`` adds options."""
+
+    def make(types: tuple[str, ...] | None = None, **scheduler) -> Path:
+        doc = {"backend": "pbs", "work_dir": str(tmp_path / "runs"),
+               "scheduler": {"group": "gtest", "python": sys.executable, **scheduler}}
+        if types is not None:
+            doc["resources"] = {"types": [RESOURCE_TYPES[t] for t in types]}
+        path = tmp_path / "pbs.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    return make

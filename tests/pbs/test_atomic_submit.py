@@ -6,23 +6,10 @@ them, and the run ends failed with the scheduler's message."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-
-PROFILE = """
-backend: pbs
-work_dir: {work}
-scheduler:
-  group: gtest
-  python: {python}
-resources:
-  types:
-    - {{name: rt_HC, gpus: 0, cpus: 32, mem_gb: 320, max_nodes: 1}}
-    - {{name: rt_HG, gpus: 1, cpus: 16, mem_gb: 160, max_nodes: 1}}
-"""
 
 RECIPE = """
 name: refused
@@ -44,9 +31,8 @@ steps:
 """
 
 
-def test_a_refused_third_step_cancels_the_first_two(pbs_cli, pbs_server, tmp_path):
-    profile = tmp_path / "pbs.yaml"
-    profile.write_text(PROFILE.format(work=tmp_path / "runs", python=sys.executable))
+def test_a_refused_third_step_cancels_the_first_two(pbs_cli, pbs_server, tmp_path, pbs_profile):
+    profile = pbs_profile(("rt_HC", "rt_HG"))
     log = tmp_path / "ran.log"
     recipe = tmp_path / "refused.yaml"
     recipe.write_text(RECIPE.format(log=log))

@@ -9,7 +9,6 @@ reports what the server says.
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -58,12 +57,6 @@ def test_emulator_dies_on_the_qdel_that_crashes_openpbs(pbs_server, tmp_path):
     assert pbs_server.run("qdel", plain).returncode == 0
 
 
-PROFILE = """
-backend: pbs
-work_dir: {work}
-scheduler: {{group: gtest, python: {python}, lost_grace_s: 60, cancel_wait_s: 20}}
-"""
-
 RECIPE = """
 name: cancelme
 defaults: {resources: {walltime: "00:05:00"}}
@@ -86,9 +79,8 @@ def _attempts(view: dict, step: str) -> list[dict]:
 
 @pytest.mark.timeout(180)
 @pytest.mark.slow
-def test_llmjobs_cancel_of_an_array_and_its_dependent_keeps_the_server_alive(pbs_cli, pbs_server, tmp_path):
-    profile = tmp_path / "pbs.yaml"
-    profile.write_text(PROFILE.format(work=tmp_path / "runs", python=sys.executable))
+def test_llmjobs_cancel_of_an_array_and_its_dependent_keeps_the_server_alive(pbs_cli, pbs_server, tmp_path, pbs_profile):
+    profile = pbs_profile(lost_grace_s=60, cancel_wait_s=20)
     recipe = tmp_path / "cancelme.yaml"
     recipe.write_text(RECIPE)
     r = pbs_cli("submit", recipe, "--cluster", profile)

@@ -4,27 +4,12 @@ qstat that keeps failing while jobs run."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-
-PROFILE = """
-backend: pbs
-work_dir: {work}
-scheduler:
-  group: gtest
-  python: {python}
-  lost_grace_s: 60
-resources:
-  types:
-    - {{name: rt_HC, gpus: 0, cpus: 32, mem_gb: 320, max_nodes: 1}}
-    - {{name: rt_HG, gpus: 1, cpus: 16, mem_gb: 160, max_nodes: 1}}
-    - {{name: rt_HF, gpus: 8, cpus: 192, mem_gb: 1920, max_nodes: 128}}
-"""
 
 FLAKY = """
 name: flaky
@@ -57,10 +42,8 @@ steps:
 
 
 @pytest.fixture
-def profile(tmp_path) -> Path:
-    path = tmp_path / "pbs.yaml"
-    path.write_text(PROFILE.format(work=tmp_path / "runs", python=sys.executable))
-    return path
+def profile(pbs_profile) -> Path:
+    return pbs_profile(("rt_HC", "rt_HG", "rt_HF"), lost_grace_s=60)
 
 
 def _attempts(view: dict, step: str) -> dict[int, list[dict]]:

@@ -9,20 +9,12 @@ and the next step, which sees all 4 inputs.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from llmjobs.cluster.controller import step_state_dir
 from llmjobs.jobs.task import read_failure
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-
-PROFILE = """
-backend: pbs
-work_dir: {work}
-scheduler: {{group: gtest, python: {python}, lost_grace_s: 60}}
-"""
 
 # shards 0-2 end only once the server has recorded the end of shard 3 (failed), so it is the first to end
 RECIPE = """
@@ -53,9 +45,8 @@ def _attempts(view: dict, step: str) -> dict[int, list[dict]]:
     return {sh["index"]: sh["attempts"] for sh in s["shards"]}
 
 
-def test_step_released_on_partial_input_refuses_to_run_and_resume_completes(pbs_cli, tmp_path):
-    profile = tmp_path / "pbs.yaml"
-    profile.write_text(PROFILE.format(work=tmp_path / "runs", python=sys.executable))
+def test_step_released_on_partial_input_refuses_to_run_and_resume_completes(pbs_cli, tmp_path, pbs_profile):
+    profile = pbs_profile(lost_grace_s=60)
     ok = tmp_path / "ok"
     recipe = tmp_path / "partial.yaml"
     recipe.write_text(RECIPE.format(ok=ok))

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-
-PROFILE = """
-backend: pbs
-work_dir: {work}
-scheduler: {{group: gtest, python: {python}}}
-"""
 
 REQUEUES = """
 name: requeued
@@ -24,10 +16,9 @@ steps:
 
 
 @pytest.mark.timeout(120)
-def test_requeues_are_refused_on_pbs(pbs_cli, pbs_server, tmp_path):
+def test_requeues_are_refused_on_pbs(pbs_cli, pbs_server, tmp_path, pbs_profile):
     # PBS sends no signal before the walltime: a requeue could never happen, so the field is refused
-    profile = tmp_path / "pbs.yaml"
-    profile.write_text(PROFILE.format(work=tmp_path / "runs", python=sys.executable))
+    profile = pbs_profile()
     recipe = tmp_path / "requeued.yaml"
     recipe.write_text(REQUEUES)
     r = pbs_cli("submit", recipe, "--cluster", profile)

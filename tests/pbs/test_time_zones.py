@@ -3,7 +3,6 @@ ABCI's login nodes): they are read in that zone (TZ honoured) and stored as UTC.
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,12 +42,6 @@ def test_utc_client_reads_the_same_text_as_utc(monkeypatch):
         time.tzset()
 
 
-PROFILE = """
-backend: pbs
-work_dir: {work}
-scheduler: {{group: gtest, python: {python}}}
-"""
-
 RECIPE = """
 name: tz
 defaults: {resources: {walltime: "00:05:00"}}
@@ -60,11 +53,10 @@ steps:
 
 
 @pytest.mark.timeout(180)
-def test_times_of_a_run_under_jst_are_stored_as_utc(pbs_cli, tmp_path):
+def test_times_of_a_run_under_jst_are_stored_as_utc(pbs_cli, tmp_path, pbs_profile):
     # the CLI and the emulated server both run in JST, as on an ABCI login node
     pbs_cli.env["TZ"] = "Asia/Tokyo"
-    profile = tmp_path / "pbs.yaml"
-    profile.write_text(PROFILE.format(work=tmp_path / "runs", python=sys.executable))
+    profile = pbs_profile()
     recipe = tmp_path / "tz.yaml"
     recipe.write_text(RECIPE)
     before = datetime.now(UTC) - timedelta(seconds=2)  # qstat prints whole seconds
