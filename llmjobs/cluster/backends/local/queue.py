@@ -98,6 +98,9 @@ def result_path(folder: str | Path, job_id: int | str) -> Path:
 
 
 def pid_path(folder: str | Path, job_id: int | str) -> Path:
+    """The job's own word of its pid, written by the job as it starts. The queue row's ``pid`` is what the
+    dispatcher acts on; this file lets a new dispatcher adopt a job whose dispatcher died after the fork and
+    before it wrote the row (``Dispatcher.recover``)."""
     return Path(folder) / f"{job_id}.pid"
 
 
