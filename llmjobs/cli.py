@@ -61,16 +61,23 @@ def _check_registry_url(url: str) -> None:
 
 
 def _controller(registry_url: str | None = None):
+    from llmjobs.cluster.controller import Controller
+
+    return Controller(_registry(registry_url))
+
+
+def _registry(registry_url: str | None = None):
+    """The registry, opened (and migrated) with one clear line for what goes wrong; no controller, no
+    backends: for the commands that only read it."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from llmjobs.cluster.controller import Controller
     from llmjobs.registry import Registry
 
     url = registry_url or _State.registry_url
     if url:
         _check_registry_url(url)
     try:
-        return Controller(Registry(url))
+        return Registry(url)
     except SQLAlchemyError as e:
         from sqlalchemy.engine import make_url
 
@@ -454,6 +461,55 @@ def report(target: Annotated[str, typer.Argument(help="run id (its eval steps' r
             raise UserError(f"no results yet ({', '.join(missing)}); the step is {evals[0]['status']}")
     for p in paths:
         print_summary(load_results(p), title=str(p))
+
+
+@app.command()
+def compare(
+    targets: Annotated[list[str], typer.Argument(help="runs (their evaluation steps), RUN:STEP, or results.json "
+                                                      "files / report directories")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON list (fractions, maj@k curves)")] = False,
+    plot: Annotated[Path | None, typer.Option(help="where to write the maj@k plot")] = Path("compare.png"),
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="write no plot")] = False,
+) -> None:
+    """Evaluation results side by side (mean@1, maj@N, pass@N, unclosed </think>, per category), and the
+    maj@k curves of all of them in one plot."""
+    from llmjobs.jobs.eval.compare import category_rows, resolve, summary, table_rows, write_plot
+
+    reg = None
+
+    def lookup(ref: str) -> dict:
+        nonlocal reg
+        from llmjobs.views import run_summary
+
+        reg = reg or _registry()
+        return run_summary(reg, ref, limit=0)
+
+    rows = [summary(e) for e in resolve(targets, lookup)]
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        t = table(title="evaluations side by side", title_justify="left")
+        add_column(t, "metric")
+        for r in rows:
+            t.add_column(escape(r["label"]), justify="right", overflow="fold")
+        for label, values in table_rows(rows):
+            t.add_row(label, *values)
+        out.print(t)
+        if cats := category_rows(rows):
+            ct = table(title="per category: maj@N / mean@1", title_justify="left")
+            add_column(ct, "category")
+            for r in rows:
+                ct.add_column(escape(r["label"]), justify="right", overflow="fold")
+            for cat, values in cats:
+                ct.add_row(escape(cat), *values)
+            out.print(ct)
+    if plot is not None and not no_plot:
+        try:
+            write_plot(rows, plot)
+        except ImportError as e:
+            err.print(f"no plot: {e.name} is not installed (pip install 'llmjobs[eval]')", markup=False)
+            return
+        err.print(f"maj@k plot: {plot}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
