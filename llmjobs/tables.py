@@ -11,6 +11,7 @@ from llmjobs.views import fmt_seconds
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
                 "queued": "blue", "pending": "dim"}
 
+
 def table(**kwargs) -> Table:
     """A Rich table for this CLI: other columns fold to make room, run ids (what users copy) never do."""
     return Table(**kwargs)
