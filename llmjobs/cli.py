@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,16 +20,11 @@ from rich.text import Text
 
 from llmjobs.errors import SchedulerError, UserError
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Run math-reasoning LLM jobs on clusters, with a registry that resumes.")
 out = Console()
 err = Console(stderr=True)
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
-                "queued": "blue", "pending": "dim"}
 RegistryOpt = Annotated[str | None, typer.Option("--registry", help="SQLAlchemy URL; default "
                         "$LLMJOBS_REGISTRY or sqlite:///$LLMJOBS_HOME/registry.db", envvar="LLMJOBS_REGISTRY")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="on an unexpected error, show the Python traceback",
@@ -61,16 +56,27 @@ def _check_registry_url(url: str) -> None:
 
 
 def _controller(registry_url: str | None = None):
+    return _controller_of(_registry(registry_url))
+
+
+def _controller_of(reg):
+    from llmjobs.cluster.controller import Controller
+
+    return Controller(reg)
+
+
+def _registry(registry_url: str | None = None):
+    """The registry, opened (and migrated) with one clear line for what goes wrong; no controller, no
+    backends: for the commands that only read it."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from llmjobs.cluster.controller import Controller
     from llmjobs.registry import Registry
 
     url = registry_url or _State.registry_url
     if url:
         _check_registry_url(url)
     try:
-        return Controller(Registry(url))
+        return Registry(url)
     except SQLAlchemyError as e:
         from sqlalchemy.engine import make_url
 
@@ -89,111 +95,47 @@ def _main(registry: RegistryOpt = None, debug: DebugOpt = False) -> None:
     _State.debug = debug
 
 
-def table(**kwargs) -> Table:
-    """A Rich table for this CLI: other columns fold to make room, run ids (what users copy) never do."""
-    from rich.table import Table
-
-    return Table(**kwargs)
-
-
-def add_column(t: Table, header: str) -> None:
-    t.add_column(header, overflow="fold")
-
-
-def add_id_column(t: Table, header: str, values: list[str]) -> None:
-    """A column of run ids: as wide as the longest, never wrapped or cut with an ellipsis."""
-    t.add_column(header, no_wrap=True, overflow="ignore", min_width=max([len(header), *map(len, values)]))
-
-
-def _styled(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
-
-
-def _status_table(view: dict) -> Table:
-    """One row per step: counts, not shards (a step may have thousands)."""
-    from llmjobs.views import fmt_seconds
-
-    t = table(title=f"run {view['id']} ({view['name']}): {_styled(view['status'])}  [dim]{view['run_dir']}[/]",
-              title_justify="left")
-    for col in ("step", "kind", "status", "shards", "attempts", "elapsed", "last problem"):
-        add_column(t, col)
-    for st in view["steps"]:
-        others = [f"{n} {_styled(k)}" for k, n in st["counts"].items() if k not in ("succeeded",)]
-        shards = f"{st['shards_done']}/{st['num_shards']}" + (f" ({', '.join(others)})" if others else "")
-        problems = [f"[{sh['index']}] {sh['attempt']['reason']}" for sh in st.get("attention", [])
-                    if sh["attempt"]["state"] in ("failed", "cancelled", "lost") and sh["attempt"]["reason"]]
-        t.add_row(st["name"], st["kind"], _styled(st["status"]), shards, str(st["attempts"]),
-                  fmt_seconds(st["elapsed_s"]), escape(problems[-1]) if problems else "")
-    return t
-
-
-def _attention_table(view: dict) -> Table | None:
-    """The shards that need a look (failed, cancelled, running), a bounded number per step."""
-    rows = [(st, sh) for st in view["steps"] for sh in st["attention"]]
-    if not rows:
-        return None
-    t = table(title="shards that need attention (`status --shards` lists all)", title_justify="left")
-    for col in ("shard", "status", "attempt", "state", "exit", "job", "reason"):
-        t.add_column(col)
-    for st, sh in rows:
-        a = sh["attempt"]
-        t.add_row(f"{st['name']}[{sh['index']}]", _styled(sh["status"]), str(a["number"]), a["state"],
-                  "" if a["exit_code"] is None else str(a["exit_code"]), a["job_id"] or "",
-                  escape(a["reason"] or ""))
-    more = [f"{st['name']}: {st['attention_total'] - len(st['attention'])} more" for st in view["steps"]
-            if st["attention_total"] > len(st["attention"])]
-    if more:
-        t.caption = "; ".join(more)
-    return t
-
-
-def _shards_table(view: dict) -> Table:
-    """Every shard with its latest attempt (``status --shards``)."""
-    t = table(title=f"run {view['id']}: every shard", title_justify="left")
-    for col in ("shard", "status", "attempts", "state", "exit", "job", "nodes", "reason"):
-        t.add_column(col)
-    for st in view["steps"]:
-        for sh in st["shards"]:
-            a = sh["attempts"][-1] if sh["attempts"] else None
-            t.add_row(f"{st['name']}[{sh['index']}]", _styled(sh["status"]), str(len(sh["attempts"])),
-                      a["state"] if a else "", "" if not a or a["exit_code"] is None else str(a["exit_code"]),
-                      (a["job_id"] or "") if a else "", (a["nodes"] or "") if a else "",
-                      escape((a["reason"] or "") if a else ""))
-    return t
-
-
-def _view(ctl, run_id: str) -> dict:
+def _view(reg, run_id: str) -> dict:
     """Everything about the run, as ``status --json`` prints it."""
     from llmjobs.views import run_view
 
-    return run_view(ctl.registry, run_id)
+    return run_view(reg, run_id)
 
 
-def _summary(ctl, run_id: str) -> dict:
+def _summary(reg, run_id: str) -> dict:
     """What the status table shows: counts per step and the shards that need attention."""
     from llmjobs.views import run_summary
 
-    return run_summary(ctl.registry, run_id)
+    return run_summary(reg, run_id)
 
 
-def _latest_run_id(ctl) -> str:
+def _latest_run_id(reg) -> str:
     from sqlalchemy import select
 
     from llmjobs.registry import Run
 
-    with ctl.registry.read() as s:
+    with reg.read() as s:
         rid = s.scalar(select(Run.id).order_by(Run.created_at.desc()).limit(1))
     if rid is None:
         raise UserError("no runs yet; `llmjobs submit RECIPE` starts one")
     return rid
 
 
+def _finished(reg, run_id: str) -> bool:
+    from llmjobs.views import FINISHED
+
+    with reg.read() as s:
+        return reg.resolve_run(s, run_id).status in FINISHED
+
+
 def _wait(ctl, run_id: str, quiet: bool = False) -> int:
+    from llmjobs.tables import status_table
+
     if quiet or not out.is_terminal:
         last: dict = {}
 
         def tick() -> None:
-            view = _summary(ctl, run_id)
+            view = _summary(ctl.registry, run_id)
             now = {st["name"]: (st["status"], st["shards_done"]) for st in view["steps"]}
             for name, (status, done) in now.items():
                 if last.get(name) != (status, done):
@@ -207,9 +149,9 @@ def _wait(ctl, run_id: str, quiet: bool = False) -> int:
 
         # transient: the live table is erased at the end, so exactly one table stays on the screen
         with Live(console=out, refresh_per_second=2, transient=True) as live:
-            status = ctl.wait(run_id, on_tick=lambda: live.update(_status_table(_summary(ctl, run_id))))
-    view = _summary(ctl, run_id)
-    (err if quiet or not out.is_terminal else out).print(_status_table(view))
+            status = ctl.wait(run_id, on_tick=lambda: live.update(status_table(_summary(ctl.registry, run_id))))
+    view = _summary(ctl.registry, run_id)
+    (err if quiet or not out.is_terminal else out).print(status_table(view))
     return 0 if status == "succeeded" else 1
 
 
@@ -268,21 +210,24 @@ def status(
 ) -> None:
     """Sync a run with its scheduler and show steps, shard counts, attempts, states and the shards that need
     attention (failed, cancelled, running)."""
-    ctl = _controller()
-    run_id = run or _latest_run_id(ctl)
+    reg = _registry()
+    run_id = run or _latest_run_id(reg)
     if watch and not as_json:
-        raise typer.Exit(_wait(ctl, run_id))
-    ctl.sync(run_id)
+        raise typer.Exit(_wait(_controller_of(reg), run_id))
+    if not _finished(reg, run_id):  # a finished run is never synced: the controller and backends stay unloaded
+        _controller_of(reg).sync(run_id)
     if as_json:
         from llmjobs.views import write_json
 
-        write_json(_view(ctl, run_id), sys.stdout)
+        write_json(_view(reg, run_id), sys.stdout)
         return
-    view = _summary(ctl, run_id)
-    out.print(_status_table(view))
+    from llmjobs.tables import attention_table, shards_table, status_table
+
+    view = _summary(reg, run_id)
+    out.print(status_table(view))
     if shards:
-        out.print(_shards_table(_view(ctl, run_id)))
-    elif (t := _attention_table(view)) is not None:
+        out.print(shards_table(_view(reg, run_id)))
+    elif (t := attention_table(view)) is not None:
         out.print(t)
 
 
@@ -290,9 +235,10 @@ def status(
 def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
          limit: Annotated[int, typer.Option(help="newest N runs")] = 50) -> None:
     """List runs, newest first (registry state; `status RUN` syncs one)."""
+    from llmjobs.tables import add_column, add_id_column, styled, table
     from llmjobs.views import runs_view
 
-    rows = runs_view(_controller().registry, limit)
+    rows = runs_view(_registry(), limit)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -301,7 +247,7 @@ def runs(as_json: Annotated[bool, typer.Option("--json")] = False,
     for col in ("name", "status", "backend", "created"):
         add_column(t, col)
     for r in rows:
-        t.add_row(r["id"], escape(r["name"]), _styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
+        t.add_row(r["id"], escape(r["name"]), styled(r["status"]), r["backend"], (r["created_at"] or "")[:19])
     out.print(t)
 
 
@@ -315,7 +261,7 @@ def logs(
 ) -> None:
     """Print a shard attempt's stdout and stderr."""
     ctl = _controller()
-    view = _view(ctl, run)
+    view = _view(ctl.registry, run)
     st = next((s for s in view["steps"] if s["name"] == step), None)
     if st is None:
         raise UserError(f"run {view['id']} has no step {step!r}; steps: {', '.join(s['name'] for s in view['steps'])}")
@@ -365,7 +311,7 @@ def resume(
     """Resubmit what is not done (failed, cancelled, lost, never submitted); done shards are skipped."""
     ctl = _controller()
     queued = ctl.resume(run)
-    view = _view(ctl, run)
+    view = _view(ctl.registry, run)
     if queued:
         err.print(f"resumed {view['id']}: {queued} job(s) queued")
     else:
@@ -444,7 +390,7 @@ def report(target: Annotated[str, typer.Argument(help="run id (its eval steps' r
     if path.exists():
         paths = [path]
     else:
-        view = _view(_controller(), target)
+        view = _view(_registry(), target)
         evals = [s for s in view["steps"] if s["kind"].startswith("eval.")]
         if not evals:
             raise UserError(f"run {view['id']} has no evaluation step")
@@ -457,9 +403,60 @@ def report(target: Annotated[str, typer.Argument(help="run id (its eval steps' r
 
 
 @app.command()
+def compare(
+    targets: Annotated[list[str], typer.Argument(help="runs (their evaluation steps), RUN:STEP, or results.json "
+                                                      "files / report directories")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON list (fractions, maj@k curves)")] = False,
+    plot: Annotated[Path | None, typer.Option(help="where to write the maj@k plot")] = Path("compare.png"),
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="write no plot")] = False,
+) -> None:
+    """Evaluation results side by side (mean@1, maj@N, pass@N, unclosed </think>, per category), and the
+    maj@k curves of all of them in one plot."""
+    from llmjobs.jobs.eval.compare import category_rows, resolve, summary, table_rows, write_plot
+    from llmjobs.tables import add_column, table
+
+    reg = None
+
+    def lookup(ref: str) -> dict:
+        nonlocal reg
+        from llmjobs.views import run_summary
+
+        reg = reg or _registry()
+        return run_summary(reg, ref, limit=0)
+
+    rows = [summary(e) for e in resolve(targets, lookup)]
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        t = table(title="evaluations side by side", title_justify="left")
+        add_column(t, "metric")
+        for r in rows:
+            t.add_column(escape(r["label"]), justify="right", overflow="fold")
+        for label, values in table_rows(rows):
+            t.add_row(label, *values)
+        out.print(t)
+        if cats := category_rows(rows):
+            ct = table(title="per category: maj@N / mean@1", title_justify="left")
+            add_column(ct, "category")
+            for r in rows:
+                ct.add_column(escape(r["label"]), justify="right", overflow="fold")
+            for cat, values in cats:
+                ct.add_row(escape(cat), *values)
+            out.print(ct)
+    if plot is not None and not no_plot:
+        try:
+            write_plot(rows, plot)
+        except ImportError as e:
+            err.print(f"no plot: {e.name} is not installed (pip install 'llmjobs[eval]')", markup=False)
+            return
+        err.print(f"maj@k plot: {plot}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def kinds() -> None:
     """List the step kinds this installation knows."""
     from llmjobs import jobs
+    from llmjobs.tables import add_column, table
 
     t = table()
     add_column(t, "kind")
@@ -496,6 +493,10 @@ def main() -> None:
     os.umask(0o077)
     debug = "--debug" in sys.argv[1:] or os.environ.get("LLMJOBS_DEBUG", "").lower() in ("1", "true", "yes")
     try:
+        from llmjobs.fast_status import try_status
+
+        if (code := try_status(sys.argv[1:])) is not None:  # a finished run on SQLite: no SQLAlchemy, no sync
+            sys.exit(code)
         app(standalone_mode=True)
     except UserError as e:
         _say("error: ", e)

@@ -4,30 +4,84 @@ Views are built with a fixed number of SQL statements whatever the size of the r
 transaction: ``run_summary`` (the ``status`` table) asks for aggregates (shard counts by status per step,
 attempt counts and times per step) and the latest attempt of only the shards that need attention;
 ``run_view`` (``status --json``, ``--shards``) reads each table once, as plain rows, not ORM objects.
+
+The statements are plain SQL that SQLite and PostgreSQL both run, executed through a ``Query`` function:
+SQLAlchemy's connection for a ``Registry``, or ``sqlite3`` itself for ``llmjobs.fast_status``, which shows a
+finished run without importing SQLAlchemy. So this module imports nothing heavy, and both paths run the
+same statements and build the same views.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import String, and_, case, func, select, type_coerce
+if TYPE_CHECKING:
+    from llmjobs.registry import Registry
 
-from llmjobs.registry import Attempt, Registry, Run, Shard, Step
-from llmjobs.registry.models import as_utc
+# statement, named parameters -> rows (tuples)
+Query = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
 
 LIVE_ATTEMPT = ("submitting", "queued", "running")
 # shards the status table lists one by one; the others are counted
 ATTENTION = ("failed", "cancelled", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
 ATTEMPT_FIELDS = ("number", "job_id", "state", "reason", "exit_code", "nodes", "submitted_at", "started_at",
                   "ended_at", "stdout", "stderr")
-_ATTEMPT_COLS = (Attempt.shard_id, Attempt.number, Attempt.job_id, Attempt.state, Attempt.reason,
-                 Attempt.exit_code, Attempt.nodes, Attempt.submitted_at, Attempt.started_at, Attempt.ended_at,
-                 Attempt.stdout, Attempt.stderr)
-# the same, with times as the driver hands them (text on SQLite): no per-row datetime parsing
-_RAW_ATTEMPT_COLS = tuple(type_coerce(c, String) if c.key.endswith("_at") else c for c in _ATTEMPT_COLS)
+_TIMES = {"submitted_at", "started_at", "ended_at"}
+RUN_FIELDS = ("id", "name", "status", "backend", "run_dir", "recipe_path", "version", "created_at")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"  # constants of this module only
+
+
+_RUN_STEPS = "SELECT id FROM steps WHERE run_id = :run"
+_ATT = ", ".join(f"a.{c}" for c in ATTEMPT_FIELDS)
+SQL = {
+    "steps": "SELECT id, name, kind, status, after, output_dir, num_shards, attempts_count, first_started_at, "
+             "last_ended_at FROM steps WHERE run_id = :run ORDER BY position",
+    "counts": f"SELECT step_id, status, count(*) FROM shards WHERE step_id IN ({_RUN_STEPS}) "
+              "GROUP BY step_id, status",
+    # per step: attempts, first start, last end, any live attempt (for the steps not finished)
+    "stats": "SELECT sh.step_id, count(a.id), min(a.started_at), max(a.ended_at), "
+             f"max(CASE WHEN a.state IN {_in(LIVE_ATTEMPT)} THEN 1 ELSE 0 END) "
+             "FROM shards sh JOIN attempts a ON a.shard_id = sh.id WHERE sh.step_id IN (SELECT id FROM steps "
+             f"WHERE run_id = :run AND (status NOT IN {_in(FINISHED)} OR attempts_count IS NULL)) "
+             "GROUP BY sh.step_id",
+    "shards": f'SELECT id, step_id, "index", status FROM shards WHERE step_id IN ({_RUN_STEPS}) '
+              'ORDER BY step_id, "index"',
+    "attempts": f"SELECT a.shard_id, {_ATT} FROM attempts a JOIN shards sh ON a.shard_id = sh.id "
+                f"WHERE sh.step_id IN ({_RUN_STEPS}) ORDER BY a.shard_id, a.number",
+    # the latest attempt of each shard that needs attention, ranked within its step
+    "attention": "WITH latest AS (SELECT a.shard_id, max(a.number) AS n FROM attempts a "
+                 f"JOIN shards sh ON a.shard_id = sh.id WHERE sh.step_id IN ({_RUN_STEPS}) "
+                 f"AND sh.status IN {_in(ATTENTION)} GROUP BY a.shard_id), "
+                 'ranked AS (SELECT sh.step_id, sh."index" AS idx, sh.status, '
+                 'row_number() OVER (PARTITION BY sh.step_id ORDER BY sh."index") AS rnk, '
+                 f"a.shard_id, {_ATT} FROM shards sh JOIN latest l ON l.shard_id = sh.id "
+                 "JOIN attempts a ON a.shard_id = l.shard_id AND a.number = l.n) "
+                 "SELECT * FROM ranked WHERE rnk <= :limit ORDER BY step_id, idx",
+    "runs": f"SELECT {', '.join(RUN_FIELDS)} FROM runs ORDER BY created_at DESC LIMIT :limit",
+}
+
+
+def sqlalchemy_query(session) -> Query:
+    """The ``Query`` of a registry session: plain statements on its connection, rows as tuples."""
+    from sqlalchemy import text
+
+    conn = session.connection()
+    return lambda sql, params: conn.execute(text(sql), params).all()
+
+
+def _utc(dt: datetime | str) -> datetime:
+    """SQLite hands back text (or naive datetimes); every time the registry stores is UTC."""
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _iso(dt: datetime | str | None) -> str | None:
@@ -37,129 +91,105 @@ def _iso(dt: datetime | str | None) -> str | None:
         return None
     if isinstance(dt, str):
         return dt.replace(" ", "T", 1) + ("" if dt.endswith("+00:00") else "+00:00")
-    return as_utc(dt).isoformat()
+    return _utc(dt).isoformat()
 
 
-_TIMES = {7, 8, 9}  # submitted_at, started_at, ended_at in _ATTEMPT_COLS
+def _attempt(row: Sequence[Any]) -> dict[str, Any]:
+    """An attempt from its ATTEMPT_FIELDS values."""
+    return {k: (_iso(v) if k in _TIMES else v) for k, v in zip(ATTEMPT_FIELDS, row)}
 
 
-def _attempt(row) -> dict[str, Any]:
-    return {k: (_iso(v) if i in _TIMES else v) for i, (k, v) in enumerate(zip(ATTEMPT_FIELDS, row[1:]), 1)}
+def run_head(row: Sequence[Any]) -> dict[str, Any]:
+    """A run from its RUN_FIELDS values."""
+    head = dict(zip(RUN_FIELDS, row))
+    head["recipe"] = head.pop("recipe_path")
+    head["created_at"] = _iso(head["created_at"])
+    return {k: head[k] for k in ("id", "name", "status", "backend", "run_dir", "recipe", "version", "created_at")}
 
 
-def _run_head(run: Run) -> dict[str, Any]:
-    return {"id": run.id, "name": run.name, "status": run.status, "backend": run.backend,
-            "run_dir": run.run_dir, "recipe": run.recipe_path, "version": run.version,
-            "created_at": _iso(run.created_at)}
+def _orm_head(run) -> dict[str, Any]:
+    return run_head([getattr(run, f) for f in RUN_FIELDS])
 
 
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def _steps(s, run_id: str) -> list:
-    return s.execute(select(Step.id, Step.name, Step.kind, Step.status, Step.after, Step.output_dir,
-                            Step.num_shards, Step.attempts_count, Step.first_started_at, Step.last_ended_at)
-                     .where(Step.run_id == run_id).order_by(Step.position)).all()
-
-
-def _step_stats(s, steps: list) -> tuple[dict, dict]:
+def _step_stats(q: Query, run_id: str, steps: list) -> tuple[dict, dict]:
     """Shard counts by status per step (from an index), and per step: attempts, first start, last end, any
     live attempt: stored for finished steps, an aggregate over the attempts of the others."""
-    step_ids = [r[0] for r in steps]
     counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for step_id, status, n in s.execute(select(Shard.step_id, Shard.status, func.count())
-                                        .where(Shard.step_id.in_(step_ids))
-                                        .group_by(Shard.step_id, Shard.status)):
+    for step_id, status, n in q(SQL["counts"], {"run": run_id}):
         counts[step_id][status] = n
     stats = {r[0]: (r[7], r[8], r[9], 0) for r in steps if r[3] in FINISHED and r[7] is not None}
-    others = [i for i in step_ids if i not in stats]
-    if others:
-        live = func.max(case((Attempt.state.in_(LIVE_ATTEMPT), 1), else_=0))
-        stats.update({row[0]: tuple(row[1:]) for row in s.execute(
-            select(Shard.step_id, func.count(Attempt.id), func.min(Attempt.started_at),
-                   func.max(Attempt.ended_at), live).join(Attempt, Attempt.shard_id == Shard.id)
-            .where(Shard.step_id.in_(others)).group_by(Shard.step_id))})
+    if any(r[0] not in stats for r in steps):  # the same condition, in SQL: finished steps are not scanned
+        stats.update({row[0]: tuple(row[1:]) for row in q(SQL["stats"], {"run": run_id})})
     return counts, stats
 
 
-def _elapsed(first: datetime | None, last: datetime | None, live: bool, now: datetime | None = None) -> float | None:
+def _elapsed(first, last, live: bool, now: datetime | None = None) -> float | None:
     if first is None:
         return None
-    end = (now or datetime.now(UTC)) if live or last is None else as_utc(last)
-    return max(0.0, (end - as_utc(first)).total_seconds())
+    end = (now or datetime.now(UTC)) if live or last is None else _utc(last)
+    return max(0.0, (end - _utc(first)).total_seconds())
 
 
 def _step_head(row, counts: dict, stats: dict) -> dict[str, Any]:
     step_id, name, kind, status, after, output, num_shards = row[:7]
     n_attempts, first, last, live = stats.get(step_id, (0, None, None, 0))
     c = counts.get(step_id, {})
-    return {"name": name, "kind": kind, "status": status, "after": after, "output": output,
+    return {"name": name, "kind": kind, "status": status,
+            "after": json.loads(after) if isinstance(after, str) else after, "output": output,
             "shards_done": c.get("succeeded", 0), "num_shards": num_shards,
             "elapsed_s": _elapsed(first, last, bool(live)), "counts": dict(sorted(c.items())),
             "attempts": n_attempts}
 
 
+def full_view(q: Query, head: dict[str, Any]) -> dict[str, Any]:
+    """Everything about the run ``head`` names: each table read once, whatever the number of shards."""
+    run = {"run": head["id"]}
+    steps = q(SQL["steps"], run)
+    counts, stats = _step_stats(q, head["id"], steps)
+    shards: dict[int, list[dict]] = defaultdict(list)
+    by_id: dict[int, dict] = {}
+    for sid, step_id, index, status in q(SQL["shards"], run):
+        by_id[sid] = {"index": index, "status": status, "attempts": []}
+        shards[step_id].append(by_id[sid])
+    for row in q(SQL["attempts"], run):
+        by_id[row[0]]["attempts"].append(_attempt(row[1:]))
+    return {**head, "steps": [{**_step_head(r, counts, stats), "shards": shards[r[0]]} for r in steps]}
+
+
+def summary_view(q: Query, head: dict[str, Any], limit: int = 20) -> dict[str, Any]:
+    """The ``status`` table's data: per step counts and times, and up to ``limit`` shards per step that
+    need attention (failed, cancelled, running) with their latest attempt; four statements at most."""
+    run = {"run": head["id"]}
+    steps = q(SQL["steps"], run)
+    counts, stats = _step_stats(q, head["id"], steps)
+    attention: dict[int, list[dict]] = defaultdict(list)
+    if limit > 0 and any(counts[r[0]].get(x) for r in steps for x in ATTENTION):
+        for row in q(SQL["attention"], {**run, "limit": limit}):
+            attention[row[0]].append({"index": row[1], "status": row[2], "attempt": _attempt(row[5:])})
+    view = {**head, "steps": []}
+    for r in steps:
+        step = _step_head(r, counts, stats)
+        step["attention"] = attention.get(r[0], [])
+        step["attention_total"] = sum(step["counts"].get(x, 0) for x in ATTENTION)
+        view["steps"].append(step)
+    return view
+
+
 def run_view(reg: Registry, run_ref: str) -> dict[str, Any]:
     """Everything about a run (``status --json``): each table read once, whatever the number of shards."""
     with reg.read() as s:
-        run = reg.resolve_run(s, run_ref)
-        view = _run_head(run)
-        steps = _steps(s, run.id)
-        ids = [r[0] for r in steps]
-        counts, stats = _step_stats(s, steps)
-        shards: dict[int, list[dict]] = defaultdict(list)
-        by_id: dict[int, dict] = {}
-        for sid, step_id, index, status in s.execute(
-                select(Shard.id, Shard.step_id, Shard.index, Shard.status).where(Shard.step_id.in_(ids))
-                .order_by(Shard.step_id, Shard.index)):
-            by_id[sid] = {"index": index, "status": status, "attempts": []}
-            shards[step_id].append(by_id[sid])
-        conn = s.connection()  # Core rows: no ORM processing per row
-        for row in conn.execute(select(*_RAW_ATTEMPT_COLS).join(Shard, Attempt.shard_id == Shard.id)
-                                .where(Shard.step_id.in_(ids)).order_by(Attempt.shard_id, Attempt.number)):
-            by_id[row[0]]["attempts"].append(_attempt(row))
-    view["steps"] = [{**_step_head(r, counts, stats), "shards": shards[r[0]]} for r in steps]
-    return view
+        return full_view(sqlalchemy_query(s), _orm_head(reg.resolve_run(s, run_ref)))
 
 
 def run_summary(reg: Registry, run_ref: str, limit: int = 20) -> dict[str, Any]:
-    """The ``status`` table's data: per step counts and times, and up to ``limit`` shards per step that
-    need attention (failed, cancelled, running) with their latest attempt; four statements in all."""
+    """The ``status`` table's data (``summary_view``) of a run by id or unique prefix."""
     with reg.read() as s:
-        run = reg.resolve_run(s, run_ref)
-        view = _run_head(run)
-        steps = _steps(s, run.id)
-        ids = [r[0] for r in steps]
-        counts, stats = _step_stats(s, steps)
-        # the latest attempt of each shard that needs attention, ranked within its step
-        latest = (select(Attempt.shard_id, func.max(Attempt.number).label("n"))
-                  .join(Shard, Attempt.shard_id == Shard.id)
-                  .where(Shard.step_id.in_(ids), Shard.status.in_(ATTENTION))
-                  .group_by(Attempt.shard_id).subquery())
-        rank = func.row_number().over(partition_by=Shard.step_id, order_by=Shard.index).label("rank")
-        ranked = (select(Shard.step_id, Shard.index, Shard.status, rank, *_ATTEMPT_COLS)
-                  .join(latest, latest.c.shard_id == Shard.id)
-                  .join(Attempt, and_(Attempt.shard_id == latest.c.shard_id, Attempt.number == latest.c.n))
-                  .subquery())
-        attention: dict[int, list[dict]] = defaultdict(list)
-        for row in s.execute(select(ranked).where(ranked.c.rank <= limit)
-                             .order_by(ranked.c.step_id, ranked.c.index)):
-            attention[row[0]].append({"index": row[1], "status": row[2], "attempt": _attempt(row[4:])})
-    view["steps"] = []
-    for r in steps:
-        head = _step_head(r, counts, stats)
-        listed = attention.get(r[0], [])
-        head["attention"] = listed
-        head["attention_total"] = sum(head["counts"].get(x, 0) for x in ATTENTION)
-        view["steps"].append(head)
-    return view
+        return summary_view(sqlalchemy_query(s), _orm_head(reg.resolve_run(s, run_ref)), limit)
 
 
 def runs_view(reg: Registry, limit: int = 50) -> list[dict[str, Any]]:
     with reg.read() as s:
-        return [_run_head(r) for r in s.execute(
-            select(Run.id, Run.name, Run.status, Run.backend, Run.run_dir, Run.recipe_path, Run.version,
-                   Run.created_at).order_by(Run.created_at.desc()).limit(limit))]
+        return [run_head(r) for r in sqlalchemy_query(s)(SQL["runs"], {"limit": limit})]
 
 
 def write_json(view: dict[str, Any], out: IO[str]) -> None:

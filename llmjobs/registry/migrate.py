@@ -8,10 +8,10 @@ registry, and parsing the scripts each time cost a noticeable part of a second.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+if TYPE_CHECKING:  # SQLAlchemy loads with the functions that use it: HEAD is read without it
+    from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # the newest file in migrations/versions; tests/test_registry.py checks it against Alembic's own head
@@ -35,6 +35,9 @@ def head() -> str | None:
 
 def current(engine: Engine) -> str | None:
     """The stored revision; None for a database that has never been migrated."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with engine.connect() as conn:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -47,6 +50,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if current(engine) == target:
         return  # the common case: one query, no lock, no Alembic
     from alembic import command
+    from sqlalchemy import text
 
     cfg = config()
     with engine.begin() as conn:  # on SQLite this is BEGIN IMMEDIATE: concurrent openers queue here

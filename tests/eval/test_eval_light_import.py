@@ -12,7 +12,7 @@ def test_scoring_modules_import_light():
         "import sys\n"
         "import llmjobs.jobs.eval.cli, llmjobs.jobs.eval.score, llmjobs.jobs.eval.data, llmjobs.jobs.eval.prompts\n"
         "import llmjobs.jobs.eval.answers, llmjobs.jobs.eval.grading, llmjobs.jobs.eval.voting\n"
-        "import llmjobs.jobs.eval.metrics, llmjobs.jobs.eval.report\n"
+        "import llmjobs.jobs.eval.metrics, llmjobs.jobs.eval.report, llmjobs.jobs.eval.compare\n"
         f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
     )
     out = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, check=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_plot(results: dict, path: Path) -> None:
+@contextmanager
+def pyplot() -> Iterator[Any]:
+    """matplotlib.pyplot, headless, with fonts for Japanese labels; imported only when a plot is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,6 +116,11 @@ def write_plot(results: dict, path: Path) -> None:
     except ImportError:
         families = ["DejaVu Sans"]
     with plt.rc_context({"font.family": families}):
+        yield plt
+
+
+def write_plot(results: dict, path: Path) -> None:
+    with pyplot() as plt:
         _draw(results, path, plt)
 
 

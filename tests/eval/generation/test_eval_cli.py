@@ -40,4 +40,10 @@ def test_llmjobs_eval_through_the_local_backend(engine, cli, tiny_llama, mgsm_ja
 
     r = cli("report", run_id)
     assert r.returncode == 0 and "maj@3" in r.stdout
+    r = cli("compare", run_id, f"{run_id}:{step['name']}", "--json", "--no-plot")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["label"] for x in rows] == [run_id, f"{run_id}:{step['name']}"]
+    assert all((x["majority_accuracy"], x["maj_at_k"], x["mean_at_1"]) ==
+               (results["majority_accuracy"], results["maj_at_k"], results["mean_at_1"]) for x in rows)
     assert cli("report", "no-such-run").returncode == 2
