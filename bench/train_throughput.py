@@ -15,7 +15,8 @@ Modes: ``sft`` the defaults (on a GPU: bf16 weights with fp32 masters, 16,384 to
 cross-entropy); ``sft_prev`` the defaults before those (fp32 weights under bf16 autocast, one 4,096-token row,
 plain cross-entropy over full logits); ``sft_bf16`` pure bf16 weights; ``sft_32k`` 8 rows (32,768 tokens);
 ``sft_bf16_bs4`` / ``sft_bs4``: 4 rows with pure bf16 / previous precision; ``padded`` one sample per
-micro-batch padded to max_length (sdpa with the padding mask); ``lora`` r64/alpha128 on every linear layer.
+micro-batch padded to max_length (sdpa with the padding mask); ``lora`` r64/alpha128 on every linear layer;
+``trl`` TRL's SFTTrainer configured as its documentation shows (needs trl and datasets).
 """
 
 from __future__ import annotations
@@ -157,6 +158,58 @@ def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[
     return out
 
 
+def measure_trl(shape: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """(b) TRL's SFTTrainer as its documentation shows it: packing on, bf16, its default gradient checkpointing
+    and per-device batch (8 packed rows), the attention implementation installed by default (sdpa)."""
+    import torch
+    from datasets import Dataset as HFDataset
+    from tokenizers import Tokenizer, models
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from llmjobs.jobs.train.metrics import flops_per_token
+
+    cuda = DEVICE == "cuda"
+    ds = synthetic(args.trl_samples, shape["vocab_size"], args.max_length)
+    rows = [{"input_ids": ds.tokens[ds.offsets[i]:ds.offsets[i + 1]].tolist()} for i in range(len(ds))]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                  pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    config = LlamaConfig(**shape, max_position_embeddings=8192, tie_word_embeddings=False, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = AutoModelForCausalLM.from_config(config)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    marks: list[tuple[float, int]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            sync()
+            marks.append((time.time(), int(state.num_input_tokens_seen)))
+
+    cfg = SFTConfig(output_dir=args.out + "/trl", packing=True, max_length=args.max_length, bf16=cuda,
+                    use_cpu=not cuda, max_steps=args.warmup + args.trl_steps, save_strategy="no", report_to="none",
+                    logging_steps=10**9, disable_tqdm=True, include_num_input_tokens_seen="non_padding")
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=HFDataset.from_list(rows), processing_class=tok,
+                         callbacks=[Clock()])
+    trainer.train()
+    (t0, n0), (t1, n1) = marks[args.warmup - 1], marks[-1]
+    tps = (n1 - n0) / (t1 - t0)
+    per_token = flops_per_token(model, ds.lengths)
+    out = {"mode": "trl", "attention": model.config._attn_implementation, "precision": "bf16 (TRL)",
+           "rows": cfg.per_device_train_batch_size, "loss_path": "TRL", "tokens_per_s": tps,
+           "mfu": tps * per_token / 989e12,
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0, "steps": args.trl_steps,
+           "tokens": n1 - n0, "seconds": t1 - t0, "gradient_checkpointing": cfg.gradient_checkpointing}
+    del trainer, model
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
 def leak_check() -> dict[str, Any]:
     """Packed rows with the varlen kernel: per-token losses equal the documents run one by one."""
     import torch
@@ -196,6 +249,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--max-length", type=int, default=4096)
+    ap.add_argument("--trl-samples", type=int, default=600, help="samples TRL packs (mode trl)")
+    ap.add_argument("--trl-steps", type=int, default=6, help="timed steps of mode trl (8 rows each)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     args.out = tempfile.mkdtemp()
@@ -212,7 +267,8 @@ def main() -> None:
         print(json.dumps(results["leak_check"]), flush=True)
     for mode in args.modes.split(","):
         try:
-            r = measure(mode, SHAPES[args.shape], args)
+            r = (measure_trl if mode == "trl" else measure)(*((SHAPES[args.shape], args) if mode == "trl" else
+                                                              (mode, SHAPES[args.shape], args)))
         except Exception as e:  # noqa: BLE001 - report and go on with the other modes
             r = {"mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
         results[mode] = r
