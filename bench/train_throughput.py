@@ -8,7 +8,15 @@ ratios against the padded baseline measured in the same run. Before timing, the 
 checked for leaks on a small model (packed per-token losses == documents run alone).
 
     python bench/train_throughput.py                    # (a) llmjobs defaults, (c) padded to max_length
-    python bench/train_throughput.py --modes sft,padded,lora --steps 10
+    python bench/train_throughput.py --modes sft,sft_prev,padded,lora --steps 10
+    python bench/train_throughput.py --shape tiny --steps 2 --samples 200   # a CPU rehearsal (no leak check)
+
+Modes: ``sft`` the defaults (on a GPU: bf16 weights with fp32 masters, 16,384 tokens per micro-batch, chunked
+cross-entropy); ``sft_prev`` the defaults before those (fp32 weights under bf16 autocast, one 4,096-token row,
+plain cross-entropy over full logits); ``sft_bf16`` pure bf16 weights; ``sft_32k`` 8 rows (32,768 tokens);
+``sft_bf16_bs4`` / ``sft_bs4``: 4 rows with pure bf16 / previous precision; ``padded`` one sample per
+micro-batch padded to max_length (sdpa with the padding mask); ``lora`` r64/alpha128 on every linear layer;
+``trl`` TRL's SFTTrainer configured as its documentation shows (needs trl and datasets).
 """
 
 from __future__ import annotations
@@ -76,14 +84,20 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
               "save_steps": 10**9, "logging_steps": 10**9}
     if mode == "lora":  # r64/alpha128 on every linear layer, bf16 base and adapters
         p = params.LoraParams.model_construct(**common, r=64, alpha=128)
-    elif mode == "padded":  # every sample padded to max_length, sdpa with the padding mask
-        p = params.SFTParams.model_construct(**common, packing=False, attn_implementation="sdpa")
+    elif mode == "padded":  # every sample padded to max_length, one per micro-batch, sdpa with the padding mask
+        p = params.SFTParams.model_construct(**common, packing=False, attn_implementation="sdpa",
+                                             per_device_train_batch_size=1)
+    elif mode == "sft_prev":  # the defaults before bf16_master, the token budget and the chunked loss
+        p = params.SFTParams.model_construct(**common, precision="bf16_autocast", per_device_train_batch_size=1,
+                                             fused_loss=False)
     elif mode == "sft_bf16":  # pure bf16 weights (precision: bf16)
         p = params.SFTParams.model_construct(**common, precision="bf16")
+    elif mode == "sft_32k":  # the defaults with 8 packed rows (32k tokens) per micro-batch
+        p = params.SFTParams.model_construct(**common, per_device_train_batch_size=8)
     elif mode == "sft_bf16_bs4":
         p = params.SFTParams.model_construct(**common, precision="bf16", per_device_train_batch_size=4)
-    elif mode == "sft_bs4":  # the defaults with 4 packed rows (16k tokens) per micro-batch
-        p = params.SFTParams.model_construct(**common, per_device_train_batch_size=4)
+    elif mode == "sft_bs4":  # the previous precision with 4 packed rows (16k tokens) per micro-batch
+        p = params.SFTParams.model_construct(**common, precision="bf16_autocast", per_device_train_batch_size=4)
     else:  # what a user gets: the defaults
         p = params.SFTParams.model_construct(**common)
     cfg = {"kind": "train.lora" if mode == "lora" else "train.sft", "output_dir": args.out,
@@ -97,9 +111,19 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
     t = BenchTrainer(cfg, p)
     if mode == "padded":
         t.pad_to = args.max_length
-    with torch.device("cuda"):  # build the random model on the GPU directly
+    with torch.device(DEVICE):  # build the random model on the GPU directly
         t.setup()
     return t
+
+
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -107,26 +131,82 @@ def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[
 
     from llmjobs.jobs.train.metrics import flops_per_token
 
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    cuda = DEVICE == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     t = make_trainer(mode, shape, args)
     for s in range(args.warmup):
         t.step(s)
-    torch.cuda.synchronize()
+    sync()
     start, tokens = time.time(), 0
     for s in range(args.warmup, args.warmup + args.steps):
         loss = t.step(s)
         tokens += t.plan.step_tokens(s)
-    torch.cuda.synchronize()
+    sync()
     dt = time.time() - start
     tps = tokens / dt
     per_token = flops_per_token(t.model, t.ds.lengths)
-    out = {"mode": mode, "attention": t.attn, "tokens_per_s": tps, "mfu": tps * per_token / 989e12,
-           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": loss, "steps": args.steps,
-           "tokens": tokens, "seconds": dt, "real_token_share": t.real_token_share(),
-           "packing_fill": t.packing_fill}
+    out = {"mode": mode, "attention": t.attn, "precision": t.precision, "rows": t.rows,
+           "loss_path": "chunked" if t.head is not None else "plain", "tokens_per_s": tps,
+           "mfu": tps * per_token / 989e12, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0,
+           "loss": loss, "steps": args.steps, "tokens": tokens, "seconds": dt,
+           "real_token_share": t.real_token_share(), "packing_fill": t.packing_fill}
     del t
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def measure_trl(shape: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """(b) TRL's SFTTrainer as its documentation shows it: packing on, bf16, its default gradient checkpointing
+    and per-device batch (8 packed rows), the attention implementation installed by default (sdpa)."""
+    import torch
+    from datasets import Dataset as HFDataset
+    from tokenizers import Tokenizer, models
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from llmjobs.jobs.train.metrics import flops_per_token
+
+    cuda = DEVICE == "cuda"
+    ds = synthetic(args.trl_samples, shape["vocab_size"], args.max_length)
+    rows = [{"input_ids": ds.tokens[ds.offsets[i]:ds.offsets[i + 1]].tolist()} for i in range(len(ds))]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                  pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    config = LlamaConfig(**shape, max_position_embeddings=8192, tie_word_embeddings=False, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = AutoModelForCausalLM.from_config(config)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    marks: list[tuple[float, int]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            sync()
+            marks.append((time.time(), int(state.num_input_tokens_seen)))
+
+    cfg = SFTConfig(output_dir=args.out + "/trl", packing=True, max_length=args.max_length, bf16=cuda,
+                    use_cpu=not cuda, max_steps=args.warmup + args.trl_steps, save_strategy="no", report_to="none",
+                    logging_steps=10**9, disable_tqdm=True, include_num_input_tokens_seen="non_padding")
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=HFDataset.from_list(rows), processing_class=tok,
+                         callbacks=[Clock()])
+    trainer.train()
+    (t0, n0), (t1, n1) = marks[args.warmup - 1], marks[-1]
+    tps = (n1 - n0) / (t1 - t0)
+    per_token = flops_per_token(model, ds.lengths)
+    out = {"mode": "trl", "attention": model.config._attn_implementation, "precision": "bf16 (TRL)",
+           "rows": cfg.per_device_train_batch_size, "loss_path": "TRL", "tokens_per_s": tps,
+           "mfu": tps * per_token / 989e12,
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0, "steps": args.trl_steps,
+           "tokens": n1 - n0, "seconds": t1 - t0, "gradient_checkpointing": cfg.gradient_checkpointing}
+    del trainer, model
+    if cuda:
+        torch.cuda.empty_cache()
     return out
 
 
@@ -169,17 +249,26 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--max-length", type=int, default=4096)
+    ap.add_argument("--trl-samples", type=int, default=600, help="samples TRL packs (mode trl)")
+    ap.add_argument("--trl-steps", type=int, default=6, help="timed steps of mode trl (8 rows each)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     args.out = tempfile.mkdtemp()
     import torch
+    import transformers
 
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
-    results: dict[str, Any] = {"shape": args.shape, "leak_check": leak_check()}
-    print(json.dumps(results["leak_check"]), flush=True)
+    global DEVICE
+    DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {name}", flush=True)
+    results: dict[str, Any] = {"shape": args.shape, "device": name}
+    if DEVICE == "cuda":  # the varlen kernel is CUDA-only
+        results["leak_check"] = leak_check()
+        print(json.dumps(results["leak_check"]), flush=True)
     for mode in args.modes.split(","):
         try:
-            r = measure(mode, SHAPES[args.shape], args)
+            r = (measure_trl if mode == "trl" else measure)(*((SHAPES[args.shape], args) if mode == "trl" else
+                                                              (mode, SHAPES[args.shape], args)))
         except Exception as e:  # noqa: BLE001 - report and go on with the other modes
             r = {"mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
         results[mode] = r
@@ -189,8 +278,9 @@ def main() -> None:
         r = results[mode]
         if "tokens_per_s" in r:
             ratio = f"{r['tokens_per_s'] / base:.2f}x padded" if base else ""
-            print(f"{mode:8s} {r['attention']:16s} {r['tokens_per_s']:>10,.0f} tokens/s  MFU {r['mfu']:.3f}  "
-                  f"peak {r['peak_mem_gib']:.1f} GiB  {ratio}", flush=True)
+            print(f"{mode:12s} {r['attention']:15s} {r['precision']:13s} {r['rows']} row(s) {r['loss_path']:7s} "
+                  f"{r['tokens_per_s']:>10,.0f} tokens/s  MFU {r['mfu']:.3f}  peak {r['peak_mem_gib']:.1f} GiB  "
+                  f"{ratio}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -14,7 +14,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def generate(p: SFTParams, spec: DeepSpeedSpec, world: int, bf16: bool) -> dict[str, Any]:
+def generate(p: SFTParams, spec: DeepSpeedSpec, world: int, bf16: bool, rows: int | None = None) -> dict[str, Any]:
+    rows = rows or p.per_device_train_batch_size or 1  # rows per micro-batch, as the loop resolved it
     zero: dict[str, Any] = {"stage": spec.zero, "overlap_comm": True, "contiguous_gradients": True,
                             "reduce_bucket_size": 5e8}
     if spec.zero == 2:
@@ -30,9 +31,9 @@ def generate(p: SFTParams, spec: DeepSpeedSpec, world: int, bf16: bool) -> dict[
             raise ValueError("deepspeed.offload: all (parameters to CPU) needs zero: 3")
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     config = {
-        "train_micro_batch_size_per_gpu": p.per_device_train_batch_size,
+        "train_micro_batch_size_per_gpu": rows,
         "gradient_accumulation_steps": p.gradient_accumulation_steps,
-        "train_batch_size": p.per_device_train_batch_size * p.gradient_accumulation_steps * world,
+        "train_batch_size": rows * p.gradient_accumulation_steps * world,
         "gradient_clipping": p.max_grad_norm if p.max_grad_norm > 0 else 0.0,
         "bf16": {"enabled": bf16},
         "zero_optimization": zero,

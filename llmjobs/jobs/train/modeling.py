@@ -11,24 +11,41 @@ from llmjobs.jobs.train.params import SFTParams
 log = logging.getLogger("llmjobs.train")
 
 
-def weight_dtype(p: SFTParams, device_type: str) -> Any:
-    """dtype of the weights held in memory. Full fine-tuning keeps fp32 master weights under bf16 autocast by
-    default (lr 1e-5 updates vanish in bf16); a LoRA base is frozen, so it and its adapters live in bf16."""
+TOKENS_PER_MICRO = 16384  # default tokens per GPU micro-batch: big enough that launches and the optimizer
+#                           step stop dominating a step, small enough for a 1-3B full fine-tune on 80 GiB
+
+
+def precision(p: SFTParams, device_type: str) -> str:
+    """What ``precision: auto`` means here. Full fine-tuning on a GPU that computes in bf16 holds bf16 weights
+    and gradients and keeps fp32 master weights in the optimizer (lr 1e-5 updates would vanish in bf16
+    weights); a LoRA base is frozen, so it and its adapters live in bf16; CPUs train in fp32."""
     import torch
 
-    if device_type != "cuda" or p.precision == "fp32":
-        return torch.float32
-    if p.precision == "bf16" or p.is_lora:
-        return torch.bfloat16
-    return torch.float32
+    if p.precision != "auto":
+        return p.precision
+    if device_type != "cuda" or not torch.cuda.is_bf16_supported():
+        return "fp32"
+    return "bf16" if p.is_lora else "bf16_master"
+
+
+def weight_dtype(p: SFTParams, device_type: str) -> Any:
+    """dtype of the weights the model holds (master copies, if any, live in the optimizer)."""
+    import torch
+
+    return torch.bfloat16 if precision(p, device_type) in ("bf16", "bf16_master") else torch.float32
 
 
 def autocast_dtype(p: SFTParams, device_type: str) -> Any:
     import torch
 
-    if device_type == "cuda" and p.precision in ("auto", "bf16_autocast") and not p.is_lora:
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if precision(p, device_type) == "bf16_autocast" else None
+
+
+def rows_per_micro(p: SFTParams, device_type: str) -> int:
+    """per_device_train_batch_size, or its default: on GPUs as many rows as make TOKENS_PER_MICRO tokens."""
+    if p.per_device_train_batch_size:
+        return p.per_device_train_batch_size
+    return max(1, TOKENS_PER_MICRO // p.max_length) if device_type == "cuda" else 1
 
 
 def build(p: SFTParams, tokenizer: Any, device_type: str) -> tuple[Any, str]:

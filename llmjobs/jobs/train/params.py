@@ -123,7 +123,9 @@ class SFTParams(BaseModel):
     learning_rate: float = Field(2e-5, gt=0)
     num_train_epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="> 0: stop after this many optimizer steps")
-    per_device_train_batch_size: int = Field(1, ge=1, description="packed rows (or samples) per micro-batch")
+    per_device_train_batch_size: int | None = Field(
+        None, ge=1, description="packed rows (or samples) per micro-batch; default: on GPUs as many rows as make "
+                                "16,384 tokens (at least 1), on CPU 1")
     gradient_accumulation_steps: int = Field(1, ge=1)
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup",
                                "cosine_with_min_lr", "warmup_stable_decay"] = "cosine"
@@ -136,8 +138,12 @@ class SFTParams(BaseModel):
                                                      "signal)")
     save_total_limit: int = Field(2, ge=1, description="complete checkpoints kept")
     logging_steps: int = Field(10, ge=1)
-    precision: Literal["auto", "bf16", "bf16_autocast", "fp32"] = Field(
-        "auto", description="auto: bf16 autocast over fp32 weights on GPUs, fp32 on CPU; bf16: pure bf16")
+    precision: Literal["auto", "bf16_master", "bf16", "bf16_autocast", "fp32"] = Field(
+        "auto", description="auto: bf16_master on GPUs that compute in bf16, else fp32; bf16_master: bf16 weights "
+                            "and gradients, fp32 master weights in the optimizer; bf16: pure bf16 (updates "
+                            "below bf16 resolution are lost); bf16_autocast: fp32 weights under bf16 autocast")
+    fused_loss: bool = Field(True, description="cross-entropy through the output projection in chunks, never "
+                                               "holding the full-vocabulary logits; false: plain cross-entropy")
     nproc_per_node: int | None = Field(None, ge=1, description="training processes per node (default: one per "
                                                                  "GPU, one on a CPU-only node)")
     deepspeed: DeepSpeedSpec | None = Field(None, description="ZeRO-2/3 when deepspeed is installed and the "

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from llmjobs.jobs.train import checkpoint, data, dsconfig, modeling, packing, params
+from llmjobs.jobs.train import checkpoint, data, dsconfig, fused_loss, modeling, packing, params
 from llmjobs.jobs.train.metrics import MetricsLog, flops_per_step, peak_flops
 from llmjobs.jobs.train.torchrun import detach_from_walltime_signal
 
@@ -67,8 +67,9 @@ class Trainer:
         torch.manual_seed(p.seed)
         t0 = time.time()
         self.load_data()
-        self.plan = packing.make_plan(self.ds, p.packing, p.max_length, p.per_device_train_batch_size,
-                                      self.world, p.gradient_accumulation_steps, p.seed)
+        self.rows = modeling.rows_per_micro(p, self.device.type)
+        self.plan = packing.make_plan(self.ds, p.packing, p.max_length, self.rows, self.world,
+                                      p.gradient_accumulation_steps, p.seed)
         opts = p.trainer_options
         max_steps = opts.get("max_steps", p.max_steps)
         self.total = max_steps if max_steps and max_steps > 0 else max(
@@ -85,10 +86,14 @@ class Trainer:
         if not getattr(self.model, "hf_device_map", None) and not getattr(self.model, "is_loaded_in_4bit", False):
             self.model.to(self.device)
         self.autocast = modeling.autocast_dtype(p, self.device.type)
+        self.precision = modeling.precision(p, self.device.type)
+        self._optim()
+        self.head = _fused_head(self.model) if p.fused_loss and self.engine is None else None
         self.say(f"model: {sum(x.numel() for x in self.model.parameters()) / 1e6:.1f}M parameters, "
                  f"{sum(x.numel() for x in self.model.parameters() if x.requires_grad) / 1e6:.2f}M trained, "
-                 f"attention {self.attn}, {self.world} process(es) on {self.device.type}")
-        self._optim()
+                 f"attention {self.attn}, precision {self.precision}, "
+                 f"{'chunked' if self.head is not None else 'plain'} cross-entropy, {self.rows} row(s) of "
+                 f"{p.max_length} per micro-batch, {self.world} process(es) on {self.device.type}")
 
     def load_data(self) -> None:
         self.tokenizer = data.load_tokenizer(self.p)
@@ -99,10 +104,15 @@ class Trainer:
         from transformers import get_scheduler
 
         opts = p.trainer_options
+        # bf16_master: the optimizer updates fp32 copies of the bf16 weights, which get the rounded result
+        self.trained = [(n, x) for n, x in self.model.named_parameters() if x.requires_grad]
+        self.masters = None
+        if self.precision == "bf16_master" and not (p.deepspeed is not None and self.world > 1):
+            self.masters = [x.detach().float() for _, x in self.trained]
         decay, no_decay = [], []
-        for name, prm in self.model.named_parameters():
-            if prm.requires_grad:
-                (no_decay if prm.ndim < 2 or "norm" in name.lower() else decay).append(prm)
+        for i, (name, prm) in enumerate(self.trained):
+            target = self.masters[i] if self.masters is not None else prm
+            (no_decay if prm.ndim < 2 or "norm" in name.lower() else decay).append(target)
         groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         fused = self.device.type == "cuda" and opts.get("optim", "adamw_torch_fused") != "adamw_torch"
         self.optimizer = torch.optim.AdamW(groups, lr=p.learning_rate, betas=(opts.get("adam_beta1", 0.9),
@@ -121,7 +131,8 @@ class Trainer:
                 deepspeed = None
                 self.say("deepspeed is not installed: DistributedDataParallel instead")
             if deepspeed is not None:
-                config = dsconfig.generate(p, p.deepspeed, self.world, bf16=self.autocast is not None)
+                bf16 = self.precision in ("bf16", "bf16_master", "bf16_autocast")
+                config = dsconfig.generate(p, p.deepspeed, self.world, bf16=bf16, rows=self.rows)
                 self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                     model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
                 self.wrapped = self.engine
@@ -137,7 +148,10 @@ class Trainer:
     def _trainable_state(self) -> dict[str, Any]:
         if self.p.is_lora:
             return {k: v for k, v in self.model.state_dict().items() if "lora_" in k}
-        return self.model.state_dict()
+        state = self.model.state_dict()
+        if self.masters is not None:  # the fp32 masters, not their bf16 roundings
+            state.update({name: m for (name, _), m in zip(self.trained, self.masters)})
+        return state
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         torch = self.torch
@@ -176,6 +190,11 @@ class Trainer:
             sd = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
             missing = self.model.load_state_dict(sd, strict=not self.p.is_lora)
             del missing
+            if self.masters is not None:
+                with torch.no_grad():
+                    for (name, prm), m in zip(self.trained, self.masters):
+                        m.copy_(sd[name])
+                        prm.copy_(m)
             self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location=self.device,
                                                       weights_only=False))
         self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=False))
@@ -223,12 +242,18 @@ class Trainer:
             kwargs["logits_to_keep"] = torch.nonzero(keep).reshape(-1)
         ctx = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                else _nullcontext())
-        with ctx:
-            logits = self.wrapped(**batch, **kwargs).logits
         target = labels[0][keep] if keep is not None else labels.reshape(-1)
-        logits = logits.reshape(-1, logits.shape[-1])
-        loss_sum = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=data.IGNORE,
-                                                     reduction="sum")
+        if self.head is not None:  # the model hands back its final hidden states; no logits tensor
+            with ctx, fused_loss.projection_skipped(self.head):
+                hidden = self.wrapped(**batch, **kwargs).logits
+            hidden = hidden.reshape(-1, hidden.shape[-1])
+            loss_sum = fused_loss.linear_cross_entropy_sum(hidden, self.head.weight, target, self.autocast)
+        else:
+            with ctx:
+                logits = self.wrapped(**batch, **kwargs).logits
+            logits = logits.reshape(-1, logits.shape[-1])
+            loss_sum = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=data.IGNORE,
+                                                         reduction="sum")
         # token mean over the whole step; DDP/DeepSpeed average gradients over ranks, hence x world
         return loss_sum * (self.world / denom), int((target != data.IGNORE).sum())
 
@@ -251,11 +276,18 @@ class Trainer:
                     loss.backward()
             total += loss.detach().double() / self.world
         if self.engine is None:
+            if self.masters is not None:  # bf16 gradients to the fp32 masters (freed as they go)
+                for (_, prm), m in zip(self.trained, self.masters):
+                    m.grad = prm.grad.float() if prm.grad is not None else None
+                    prm.grad = None
             if p.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.masters or self.model.parameters(), p.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.masters is not None:
+                with torch.no_grad():
+                    torch._foreach_copy_([x for _, x in self.trained], self.masters)
         if self.dist is not None:
             self.dist.all_reduce(total)
         return float(total)
@@ -366,10 +398,21 @@ class Trainer:
         lengths = self.ds.lengths
         if self.pad_to:
             return float(lengths.sum() / (len(lengths) * self.pad_to))
-        bs = self.p.per_device_train_batch_size
+        bs = self.rows
         padded = sum(max(lengths[[d for b in self.plan.bins[i:i + bs] for d in b]]) * bs
                      for i in range(0, len(self.plan.bins), bs))
         return float(lengths.sum() / padded)
+
+
+# model types whose logits are exactly lm_head(final hidden states): no soft-capping or scaling after it
+FUSABLE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2")
+
+
+def _fused_head(model: Any) -> Any:
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in FUSABLE:
+        return None
+    return fused_loss.fusable_head(model)
 
 
 class _nullcontext:
