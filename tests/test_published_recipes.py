@@ -218,8 +218,9 @@ def tiny_overrides(name: str, model: str, work: Path) -> list[str]:
         train("sft")
         sets += [f"steps.eval.params.{e}" for e in evals]
     elif name == "sympy-distill-sft-lora":
-        # A random tiny teacher answers nothing right, so both filters keep nothing: the training steps read
-        # the teacher's (empty) dataset and a few rows of a real set beside it.
+        # A random tiny teacher answers nothing right, so both filters keep nothing (an empty dataset, which
+        # train.sft rightly refuses): the training steps read a few fixed rows instead, after the teachers.
+        # test_published_hyperparameters checks that the recipe feeds each teacher's dataset to its step.
         rows = work / "fallback.jsonl"
         rows.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{a} + {a} は？"},
                                                          {"role": "assistant", "content": f"最終的な回答：{2 * a}"}]},
@@ -228,9 +229,8 @@ def tiny_overrides(name: str, model: str, work: Path) -> list[str]:
         for teach in ("teach_sympy", "teach_llm"):
             sets += [f"steps.{teach}.params.model={model}", f"steps.{teach}.params.limit=3"]
             sets += [f"steps.{teach}.params.{e}" for e in evals if not e.startswith("limit")]
-        sets += [f"steps.sft.params.model={model}",
-                 f"steps.sft.params.data=['${{steps.teach_llm.output}}/dataset.jsonl', {rows}]",
-                 f"steps.lora.params.data=['${{steps.teach_sympy.output}}/dataset.jsonl', {rows}]"]
+        sets += [f"steps.sft.params.model={model}", f"steps.sft.params.data={rows}", "steps.sft.after=[teach_llm]",
+                 f"steps.lora.params.data={rows}", "steps.lora.after=[teach_sympy]"]
         train("sft")
         train("lora")
         sets += [f"steps.eval.params.{e}" for e in evals]
@@ -251,20 +251,37 @@ def tiny_overrides(name: str, model: str, work: Path) -> list[str]:
     return sets
 
 
-def _outputs(cli, run_id: str) -> dict[str, Path]:
-    return {s["name"]: Path(s["output"]) for s in cli.status(run_id)["steps"]}
+@pytest.fixture(scope="module")
+def e2e_runs(tmp_path_factory, tiny):
+    """All five recipes submitted at once to one local backend, then waited for together: their steps share
+    the machine's cores instead of waiting on each other's start-up. Returns the CLI and the run ids."""
+    pytest.importorskip("math_verify")
+    from tests.conftest import Cli
+
+    home = tmp_path_factory.mktemp("e2e-home")
+    env = {**os.environ, "LLMJOBS_HOME": str(home), "COLUMNS": "200"}
+    env.pop("LLMJOBS_REGISTRY", None)
+    cli = Cli(env)
+    work = tmp_path_factory.mktemp("e2e-work")
+    ids = {}
+    for name in NAMES:
+        sets = [a for s in tiny_overrides(name, str(tiny), work) for a in ("--set", s)]
+        r = cli("submit", RECIPES / f"{name}.yaml", *sets, "--name", name)
+        assert r.returncode == 0, r.stderr[-4000:]
+        ids[name] = r.stdout.split()[0]
+    for run_id in ids.values():
+        cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued", "pending"), timeout=1200)
+    return cli, ids
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_end_to_end_on_the_local_backend(name, cli, tiny, tmp_path):
-    pytest.importorskip("math_verify")
-    r = cli("submit", RECIPES / f"{name}.yaml", *[a for s in tiny_overrides(name, str(tiny), tmp_path)
-                                                  for a in ("--set", s)], "--wait", timeout=900)
-    run_id = r.stdout.split()[0] if r.stdout.split() else ""
-    logs = "" if r.returncode == 0 or not run_id else cli("logs", run_id).stdout[-4000:]
-    assert r.returncode == 0, r.stderr[-4000:] + logs
-    out = _outputs(cli, run_id)
+def test_end_to_end_on_the_local_backend(name, e2e_runs):
+    cli, ids = e2e_runs
+    view = cli.status(ids[name])
+    if view["status"] != "succeeded":
+        pytest.fail(f"{name}: {view['status']}\n" + cli("logs", ids[name]).stdout[-4000:])
+    out = {s["name"]: Path(s["output"]) for s in view["steps"]}
     assert set(out) == set(NAMES_STEPS[name])
     CHECKS[name](out)
 
@@ -291,7 +308,8 @@ def _check_sft_grpo(out):
 
 def _check_sympy(out):
     for teach in ("teach_sympy", "teach_llm"):
-        assert json.loads((out[teach] / "report.json").read_text())
+        report = json.loads((out[teach] / "report.json").read_text())
+        assert report["problems"] == 3, report
     assert (out["lora"] / "merged" / "config.json").exists()
     assert _results(out["eval"])["samples_per_problem"] == 2
 
