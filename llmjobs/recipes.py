@@ -192,7 +192,8 @@ def plan_from_dict(raw: Any, source: str, overrides: list[str] | tuple[str, ...]
 
 
 def apply_override(raw: dict, item: str, source: str) -> None:
-    """``--set steps.eval.params.samples=20``: the value is read as YAML (numbers, lists, booleans)."""
+    """``--set steps.eval.params.samples=20``: the value is read as YAML (numbers, lists, booleans); a list
+    element is named by its index (``steps.mix.params.sources.0.path=...``)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. steps.eval.params.samples=20")
@@ -208,15 +209,25 @@ def apply_override(raw: dict, item: str, source: str) -> None:
         if "malformed YAML" not in str(e):
             raise
         parsed = value
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
+    node: Any = raw
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i + 1])
+        if isinstance(node, list):  # an element of a list by its index: sources.0.path
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"--set {item!r}: {'.'.join(parts[:i])} is a list of {len(node)} in {source}; "
+                                f"name an element by its index, 0 to {len(node) - 1}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise UserError(f"--set {item!r}: {'.'.join(parts[:i])} is not a mapping or a list in {source}")
+        if i == len(parts) - 1:
+            node[part] = parsed
+            return
+        nxt = node[part] if isinstance(node, list) else node.get(part)
         if nxt is None:
             nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise UserError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping in {source}")
+        if not isinstance(nxt, dict | list):
+            raise UserError(f"--set {item!r}: {where} is not a mapping in {source}")
         node = nxt
-    node[parts[-1]] = parsed
 
 
 def _merge_defaults(raw: dict, source: str) -> dict:

@@ -114,3 +114,16 @@ def test_python_function_is_checked_without_importing(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="'jobmodd' is not importable"):
         plan("jobmodd:work")
     assert plan("os.path:join").order == ["p"]  # already imported: looked up directly
+
+
+def test_override_reaches_a_list_element_by_index():
+    raw = {"name": "r", "steps": {"a": {"kind": "shell", "params": {"command": "true",
+                                                                     "sources": [{"path": "x"}, {"path": "y"}]}}}}
+    plan = plan_from_dict(raw, "r.yaml", ["steps.a.params.sources.1.path=/data/z.jsonl",
+                                          "steps.a.params.sources.0={path: w, weight: 2}"])
+    assert plan.step("a").params["sources"] == [{"path": "w", "weight": 2}, {"path": "/data/z.jsonl"}]
+    for bad, message in [("steps.a.params.sources.2.path=q", r"sources is a list of 2 .* index, 0 to 1"),
+                         ("steps.a.params.sources.x=q", "name an element by its index"),
+                         ("steps.a.params.command.x=q", "command is not a mapping")]:
+        with pytest.raises(UserError, match=message):
+            plan_from_dict(raw, "r.yaml", [bad])

@@ -129,6 +129,55 @@ def test_tiny_model_drives_the_generate_stages(tiny_llama, tmp_path):
     assert sum(len(f.read_text().splitlines()) for f in gen.glob("*.jsonl")) == 5
 
 
+def _random_adapter(model: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) B matrices, so it changes what the model writes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_each_stage_generates_with_its_own_adapter(tiny_llama, tmp_path):
+    """Stages chain adapters: each stage's greedy output is what the model with that stage's adapter (or the
+    step's, or none) writes for the stage's prompt, with engines swapped between stages."""
+    pytest.importorskip("peft")
+    from transformers import AutoTokenizer
+
+    from llmjobs.jobs.engines import make_engine
+    from llmjobs.jobs.eval.prompts import render_prompt
+    from llmjobs.jobs.synth.multistage import run
+
+    one, two = _random_adapter(tiny_llama, tmp_path / "one", 1), _random_adapter(tiny_llama, tmp_path / "two", 2)
+    stages = [{"name": "a", "template": "Hint: {problem}", "adapter": str(one)},
+              {"name": "b", "template": "Plan: {problem}", "adapter": str(two)},
+              {"name": "c", "template": "Plain: {problem}"},  # the step's adapter: none here
+              {"name": "d", "template": "Again: {problem}", "adapter": str(one)}]
+    out = tmp_path / "out"
+    run(_ctx(out, _params(str(tiny_llama), _data(tmp_path), stages, engine="hf", max_tokens=6, temperature=0.0,
+                          keep="all", limit=2)))
+    lineage = [json.loads(x) for x in (out / "lineage.jsonl").read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+
+    def greedy(template: str, adapter: str | None) -> list[str]:
+        engine = make_engine("hf", str(tiny_llama), adapter=adapter)
+        prompts = [render_prompt(template.replace("{problem}", item["problem"]), "{problem}", tok) for item in lineage]
+        texts = [gens[0].text for gens in engine.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=6)]
+        engine.close()
+        return texts
+
+    for stage in stages:
+        written = [item["stages"][stage["name"]]["output"] for item in lineage]
+        assert written == greedy(stage["template"], stage.get("adapter")), stage["name"]
+    # and an adapter does change what is written: without it, stage a's prompts get other words
+    assert [item["stages"]["a"]["output"] for item in lineage] != greedy(stages[0]["template"], None)
+
+
 def test_unknown_stage_is_refused_by_the_params(tmp_path):
     d = tmp_path / "problems.jsonl"  # the data file is checked too: a real one, so the stage check speaks
     d.write_text('{"id": "p1", "problem": "1+1?", "answer": "2"}\n')

@@ -52,6 +52,8 @@ class Stage(BaseModel):
     system: str | None = None
     temperature: float | None = Field(None, ge=0.0)
     max_tokens: int | None = Field(None, ge=1)
+    adapter: str | None = Field(None, description="a LoRA adapter over the model for this stage only (default: the "
+                                                  "step's adapter); chains one adapter per stage")
 
 
 class SandboxParams(BaseModel):
@@ -156,14 +158,22 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 class _Generator:
-    """One engine for every stage (local), or the Ray pool (the caller holds the Ray cluster)."""
+    """One engine for the stages that share an adapter (local), or the Ray pool (the caller holds the Ray
+    cluster). A stage with its own adapter gets an engine of the model with that adapter; the previous engine
+    is closed first, so one model is in memory at a time."""
 
     def __init__(self, p: MultistageParams, pool: str) -> None:
         from llmjobs.jobs.eval.step import engine_spec
 
-        self.p, self.pool, self.spec = p, pool, engine_spec(p)
+        self.p, self.pool, self.base = p, pool, engine_spec(p)
         self.engine = None
+        self.engine_adapter: str | None = None
         self.tokenizer = None
+
+    def spec(self, stage: Stage):
+        import dataclasses
+
+        return dataclasses.replace(self.base, adapter=stage.adapter or self.p.adapter)
 
     def prompt(self, text: str, system: str | None) -> str:
         from llmjobs.jobs.eval.prompts import render_prompt
@@ -180,12 +190,16 @@ class _Generator:
         p = self.p
         sampling = Sampling(samples=1, temperature=p.temperature if stage.temperature is None else stage.temperature,
                             top_p=p.top_p, max_tokens=stage.max_tokens or p.max_tokens, seed=p.seed)
+        spec = self.spec(stage)
         if self.pool == "ray":
-            generate(items, out, sampling, self.spec, pool="ray", chunk=p.chunk, cpu_actors=p.cpu_actors)
+            generate(items, out, sampling, spec, pool="ray", chunk=p.chunk, cpu_actors=p.cpu_actors)
         else:
+            if self.engine is not None and self.engine_adapter != spec.adapter:
+                self.engine.close()
+                self.engine = None
             if self.engine is None and items:
-                self.engine = self.spec.build()
-            generate(items, out, sampling, self.spec, pool="local", chunk=p.chunk, engine=self.engine)
+                self.engine, self.engine_adapter = spec.build(), spec.adapter
+            generate(items, out, sampling, spec, pool="local", chunk=p.chunk, engine=self.engine)
         return {r["id"]: r for r in collect(out / GEN_DIR, [i for i, _ in items], 1)}
 
     def close(self) -> None:
@@ -349,7 +363,10 @@ def _write(p: MultistageParams, out: Path, problems, lineage, counts) -> dict[st
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(lineage[pr.id], ensure_ascii=False) + "\n" for pr in problems)
     tmp.replace(out / "lineage.jsonl")
-    report = {"problems": len(problems), "kept": len(kept), "keep": p.keep, "stages": counts,
+    # each verify stage's share of all problems whose executed answer was right: the pipeline's accuracy when
+    # it runs as an evaluation (a program that failed or printed nothing counts as wrong)
+    accuracy = {v: counts[v]["verified"] / len(problems) if problems else 0.0 for v in verify_stages}
+    report = {"problems": len(problems), "kept": len(kept), "keep": p.keep, "stages": counts, "accuracy": accuracy,
               "datasets": {s.name: str(data_dir / f"{s.name}.jsonl") for s in p.stages if s.kind != "verify"}}
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    return {"problems": len(problems), "kept": len(kept), "stages": counts}
+    return {"problems": len(problems), "kept": len(kept), "stages": counts, "accuracy": accuracy}
