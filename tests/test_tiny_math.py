@@ -15,10 +15,6 @@ import pytest
 from tests.conftest import ROOT
 from tests.train.local_job import kill_job
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("transformers")
-pytest.importorskip("math_verify")
-pytest.importorskip("sympy")
 
 RECIPE = ROOT / "recipes" / "tiny-math.yaml"
 UPSTREAM = ("problems", "sft_data", "tokenizer")  # finished before the kill: one attempt per shard, ever
@@ -31,8 +27,31 @@ def _step(view: dict, name: str) -> dict:
     return next(s for s in view["steps"] if s["name"] == name)
 
 
+def test_table_reads_each_stage_at_its_k_and_computes_gains(tmp_path):
+    from llmjobs.jobs.eval.compare_table import compare, load_results, markdown, write
+
+    def results(mean1, maj, pas):
+        return {"problems": 10, "samples_per_problem": 8, "mean_at_1": mean1,
+                "maj_at_k": {"1": mean1, "4": maj - 0.1, "8": maj}, "pass_at_k": {"1": mean1, "8": pas}}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(results(0.2, 0.3, 0.6)))
+    table = compare({"sft": load_results(tmp_path / "a"), "next": results(0.35, 0.5, 0.7)})
+    first, second = table["stages"]
+    assert (first["k"], first["maj_at_k"], first["pass_at_k"]) == (8, 0.3, 0.6)
+    assert first["vote_gain"] == pytest.approx(0.1) and first["gain_over_first"] is None
+    assert second["gain_over_first"] == pytest.approx({"mean_at_1": 0.15, "maj_at_k": 0.2, "pass_at_k": 0.1})
+    md = markdown(table)
+    assert "| sft | 10 | 20.0 | 30.0 | 60.0 | +10.0 |" in md and "| gain: next − sft | | +15.0 | +20.0 | +10.0 | |" in md
+    write(table, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "comparison.json").read_text()) == table
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_tiny_math_killed_in_training_resumes_and_improves(cli):
+    for module in ("transformers", "math_verify", "sympy", "tokenizers"):
+        pytest.importorskip(module)
     r = cli("submit", RECIPE)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.split()[0]
