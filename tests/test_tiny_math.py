@@ -2,7 +2,8 @@
 and SQLite, killed in the middle of its first training and resumed. Finished steps are not redone, training
 continues from its checkpoint, and the final table shows the gains the README promises (with margin).
 
-One test, the whole pipeline (several minutes on 2 cores): it is the demonstration users run first."""
+The end-to-end test is the whole pipeline (several minutes on 2 cores): the demonstration users run first. A
+fast test checks the table's arithmetic on its own."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ import pytest
 from tests.conftest import ROOT
 from tests.train.local_job import kill_job
 
-
 RECIPE = ROOT / "recipes" / "tiny-math.yaml"
 UPSTREAM = ("problems", "sft_data", "tokenizer")  # finished before the kill: one attempt per shard, ever
-# what docs/tiny-math.md and the README promise, in percentage points, with margin below the measured figures
+# the gains docs/tiny-math.md and the README promise (as fractions), with margin below the measured figures
 VOTE_GAIN = 0.03  # maj@8 - mean@1, each model
 STAGE_GAIN = 0.04  # self-distilled - SFT, mean@1 and maj@8
 
