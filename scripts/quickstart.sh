@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up llmjobs and run recipes/tiny-math.yaml on this machine (local backend, SQLite registry, CPU only,
 # nothing downloaded at run time): synthesize problems, train a tiny Llama, evaluate it, let it teach itself,
-# train again, evaluate again, and print the comparison table. About 10 minutes on 2 cores.
+# train again, evaluate again, and print the comparison table. Wall times: docs/tiny-math.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --pipeline
