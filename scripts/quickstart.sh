@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Set up llmjobs and run the example recipe on this machine (local backend, SQLite registry).
+# Set up llmjobs and run recipes/tiny-math.yaml on this machine (local backend, SQLite registry, CPU only,
+# nothing downloaded at run time): synthesize problems, train a tiny Llama, evaluate it, let it teach itself,
+# train again, evaluate again, and print the comparison table. Wall times: docs/tiny-math.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-.venv/bin/llmjobs submit recipes/quickstart.yaml --wait
-.venv/bin/llmjobs status
-echo "sum of squares 1..100: $(cat "$(.venv/bin/llmjobs status --json | .venv/bin/python -c \
-  'import json,sys; v=json.load(sys.stdin); print(v["run_dir"])')/total/total.txt")"
+bash scripts/setup.sh --pipeline
+.venv/bin/llmjobs submit recipes/tiny-math.yaml --wait
+run_dir="$(.venv/bin/llmjobs status --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["run_dir"])')"
+echo
+echo "tiny-math: each model on the held-out problems (8 samples each), from $run_dir/table/comparison.md"
+cat "$run_dir/table/comparison.md"

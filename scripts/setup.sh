@@ -3,6 +3,8 @@
 #   scripts/setup.sh            the light core (what a login node needs): submit, status, resume...
 #   scripts/setup.sh --test     + test tools, PostgreSQL driver, grading/report extras, and the CPU
 #                               inference stack (vLLM's CPU build, Ray, transformers) the tests use
+#   scripts/setup.sh --pipeline + what recipes/tiny-math.yaml runs on a CPU: torch's CPU build, transformers,
+#                               tokenizers, SymPy, math-verify (scripts/quickstart.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -19,6 +21,9 @@ if [ "${1:-}" = "--test" ]; then
         || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } \
       || echo "bubblewrap not installed: the sandbox runs with rlimits only" >&2
   fi
+elif [ "${1:-}" = "--pipeline" ]; then
+  python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  python -m pip install -q -e '.[eval,synth,train]'
 else
   python -m pip install -q -e .
 fi

@@ -1,4 +1,4 @@
-"""synth.sympy as a kind: shards own disjoint problems, the held-out split is disjoint and language-stable, a
+"""synth.sympy as a kind: shards own disjoint problems, rows alternate families, the held-out split is disjoint and language-stable, a
 finished shard is not generated again, and the CLI runs it (and data.prepare after it) on the local backend."""
 
 from __future__ import annotations
@@ -35,6 +35,15 @@ def test_shards_are_disjoint_and_the_test_split_is_stable():
     test_keys = {r["key"] for r in test}
     assert not (test_keys & {r["key"] for r in other.rows["train"]})
     assert all(r["split"] == "test" for r in other.rows["test"])
+
+
+def test_rows_alternate_families_so_a_prefix_mixes_them():
+    res = generate_shard(registry.select(FAST[:2]), 12, seed=1)
+    rows = res.rows["train"]
+    # each problem's two languages together, families in turn: the first rows hold every family
+    assert [r["language"] for r in rows[:2]] == ["ja", "en"] and rows[0]["key"] == rows[1]["key"]
+    assert [r["family"] for r in rows[:8:2]] == FAST[:2] * 2
+    assert sorted(r["family"] for r in rows[::2]) == sorted(FAST[:2] * 6)
 
 
 def test_finished_shard_is_kept(tmp_path):

@@ -9,6 +9,8 @@ repeats within itself, so no two shards can emit the same problem and no merge p
 drawing about ``num_shards`` candidates per kept problem; drawing is cheap next to checking, which only owned
 candidates reach.
 
+Order: each split is written round-robin over the families, so any prefix of a file mixes them.
+
 Held-out split: a second slice of the key decides train or test (``test_fraction``). It depends on the problem
 only, not on the seed or the shard, so the test set stays disjoint from the train set of any other seed too,
 and a problem's Japanese and English versions always land on the same side.
@@ -84,6 +86,24 @@ def quotas(families: list[Family], total: int) -> dict[str, int]:
     return {f.name: base + (1 if i < extra else 0) for i, f in enumerate(families)}
 
 
+def interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in round-robin order over the families (a problem's languages stay together, each family keeps
+    its order), so the first N rows of a file (``limit: N`` downstream) are a mix of every family."""
+    groups: dict[str, list[list[dict[str, Any]]]] = {}
+    for row in rows:
+        fam = groups.setdefault(row["family"], [])
+        if fam and fam[-1][0]["key"] == row["key"]:
+            fam[-1].append(row)
+        else:
+            fam.append([row])
+    out: list[dict[str, Any]] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        for fam in groups.values():
+            if i < len(fam):
+                out += fam[i]
+    return out
+
+
 def generate_shard(families: list[Family], count: int, *, seed: int = 0, shard: int = 0, num_shards: int = 1,
                    languages: tuple[str, ...] = ("ja", "en"), difficulties: tuple[int, ...] = (1, 2, 3),
                    test_fraction: float = 0.0, max_draws: int = 50,
@@ -149,6 +169,7 @@ def generate_shard(families: list[Family], count: int, *, seed: int = 0, shard: 
         if kept < quota:
             exhausted[fam] = kept
             log.warning("family %s: only %d of %d distinct problems after %d draws", fam, kept, quota, draws)
+    result.rows = {split: interleave(rows) for split, rows in result.rows.items()}
     rows = result.rows["train"] + result.rows["test"]
     result.stats = {
         "shard": shard, "num_shards": num_shards, "seed": seed, "problems": sum(c["kept"] for c in per.values()),
