@@ -2,12 +2,16 @@
 and SQLite, killed in the middle of its first training and resumed. Finished steps are not redone, training
 continues from its checkpoint, and the final table shows the gains the README promises (with margin).
 
-The end-to-end test is the whole pipeline (several minutes on 2 cores): the demonstration users run first. A
-fast test checks the table's arithmetic on its own."""
+The end-to-end test is the whole pipeline: 49 min on this shared 2-core machine under load (an estimated 12-15
+min idle), more than the CI's time budget allows, so it runs only with LLMJOBS_TEST_TINY_MATH=1. A fast test
+checks the table's arithmetic on its own. The recipe does not reach its gains yet (docs/tiny-math.md): the
+end-to-end test asserts the kill, resume and table first and then reports the gains as an expected failure
+until they hold."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from tests.train.local_job import kill_job
 
 RECIPE = ROOT / "recipes" / "tiny-math.yaml"
 UPSTREAM = ("problems", "sft_data", "tokenizer")  # finished before the kill: one attempt per shard, ever
-# the gains the recipe is meant to show (as fractions); not reached yet (see the xfail below)
+# the gains the recipe is meant to show (as fractions); not reached yet (see the end of the end-to-end test)
 VOTE_GAIN = 0.01  # maj@8 - mean@1, each model
 STAGE_GAIN = 0.02  # self-distilled - SFT, mean@1 and maj@8
 
@@ -49,9 +53,9 @@ def test_table_reads_each_stage_at_its_k_and_computes_gains(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(strict=True, reason="the recipe does not reach these gains yet: its first complete run measured "
-                   "maj@8 7.3 -> 6.0 and a vote gain of +0.6 for the second model (docs/tiny-math.md); the kill, "
-                   "resume and not-redone checks before them passed")
+@pytest.mark.skipif(os.environ.get("LLMJOBS_TEST_TINY_MATH") != "1",
+                    reason="the whole tiny-math pipeline takes longer than CI's budget on 2 cores; "
+                           "LLMJOBS_TEST_TINY_MATH=1 runs it")
 def test_tiny_math_killed_in_training_resumes_and_improves(cli):
     for module in ("transformers", "math_verify", "sympy", "tokenizers"):
         pytest.importorskip(module)
@@ -94,8 +98,10 @@ def test_tiny_math_killed_in_training_resumes_and_improves(cli):
     first, second = rows["sft"], rows["self_distilled"]
     report = json.dumps(rows, indent=1)
     for row in (first, second):
-        assert row["k"] == 8 and row["maj_at_k"] - row["mean_at_1"] >= VOTE_GAIN, report
-        assert row["pass_at_k"] >= row["maj_at_k"], report
-    assert second["mean_at_1"] - first["mean_at_1"] >= STAGE_GAIN, report
-    assert second["maj_at_k"] - first["maj_at_k"] >= STAGE_GAIN, report
+        assert row["k"] == 8 and row["pass_at_k"] >= row["maj_at_k"], report
     assert second["gain_over_first"]["mean_at_1"] == pytest.approx(second["mean_at_1"] - first["mean_at_1"])
+    # the gains the README aims at; not reached yet (first complete run: maj@8 7.3 -> 6.0, docs/tiny-math.md)
+    gains = [row["maj_at_k"] - row["mean_at_1"] >= VOTE_GAIN for row in (first, second)]
+    gains += [second[m] - first[m] >= STAGE_GAIN for m in ("mean_at_1", "maj_at_k")]
+    if not all(gains):
+        pytest.xfail(f"the recipe does not reach its gains yet: {report}")
