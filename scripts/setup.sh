@@ -22,7 +22,9 @@ if [ "${1:-}" = "--test" ]; then
       || echo "bubblewrap not installed: the sandbox runs with rlimits only" >&2
   fi
 elif [ "${1:-}" = "--pipeline" ]; then
-  python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  # torch's CPU build from PyTorch's index (no index there: what pip finds elsewhere; PyPI's also runs on CPUs)
+  python -m pip install -q --retries 0 --timeout 15 torch --index-url https://download.pytorch.org/whl/cpu \
+    || python -m pip install -q torch
   python -m pip install -q -e '.[eval,synth,train]'
 else
   python -m pip install -q -e .
