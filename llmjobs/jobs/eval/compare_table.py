@@ -16,11 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    """An evaluation's results: its ``results.json``, or the file itself."""
-    p = Path(path)
-    return json.loads((p / "results.json" if p.is_dir() else p).read_text())
+from llmjobs.jobs.eval.report import load_results
 
 
 def _at(curve: dict[str, float], k: int) -> float | None:
