@@ -75,6 +75,8 @@ def _profiles():
     abci.scheduler = {**abci.scheduler, "group": "gaa00000"}
     slurm = profile_from_file(ROOT / "clusters" / "slurm.yaml")
     slurm.work_dir = "/shared/llmjobs/runs"
+    # the nodes' interpreter, as a real cluster's profile names it (unset, it is this machine's)
+    slurm.scheduler = {**slurm.scheduler, "python": "/shared/llmjobs/venv/bin/python"}
     return {"abci": abci, "slurm": slurm}
 
 
