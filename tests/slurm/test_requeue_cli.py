@@ -37,11 +37,14 @@ def work(ctx):
 def test_timeout_requeues_a_checkpointing_step(slurm, home, tmp_path, requeues):
     (tmp_path / "ckmod.py").write_text(CHECKPOINTING)
     profile = yaml.safe_load(PROFILE.read_text())
-    profile["scheduler"]["signal_delay_s"] = 30  # signal 30 s into the one-minute walltime
+    # Slurm sends the signal from a periodic check, up to a minute off the time asked (it came at the very
+    # time limit of a one-minute walltime with a 30 s delay once): 90 s before a three-minute walltime leaves
+    # the handler its time whichever tick sends it
+    profile["scheduler"]["signal_delay_s"] = 90
     profile["env"] = {**profile.get("env", {}), "PYTHONPATH": str(tmp_path)}
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(profile))
     recipe = {"name": "ck", "steps": {"w": {"kind": "python", "requeues": requeues,
-                                            "resources": {"walltime": "00:01:00"},
+                                            "resources": {"walltime": "00:03:00"},
                                             "params": {"function": "ckmod:work"}}}}
     (tmp_path / "ck.yaml").write_text(yaml.safe_dump(recipe))
 
@@ -51,7 +54,7 @@ def test_timeout_requeues_a_checkpointing_step(slurm, home, tmp_path, requeues):
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip().splitlines()[-1]
     # a requeued job waits out Slurm's credential lifetime (about two minutes) before it starts again
-    view = wait_run(run_id, timeout=480)
+    view = wait_run(run_id, timeout=600)
     out = Path(view["steps"][0]["output"])
     (attempt,) = view["steps"][0]["shards"][0]["attempts"]
     if requeues:
