@@ -481,6 +481,9 @@ def test_a_job_outliving_its_dispatcher_starts_a_new_one_and_the_dag_goes_on(hom
         time.sleep(0.1)
     assert (out / "b-ran").exists()
     assert int(lock.read_text()) != dispatcher
+    # b's command has run; its wrapper may still be writing the outcome, so wait for b to leave `running`.
+    while backend.poll(b)[b[0].job_id].state.live and time.time() < deadline:
+        time.sleep(0.1)
     states = backend.poll(a + b)
     assert [states[r.job_id].state for r in a + b] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
 

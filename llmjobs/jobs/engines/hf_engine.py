@@ -1,6 +1,7 @@
 """transformers fallback: the same interface as the vLLM engine, for machines without vLLM.
 
-Slower (no paged attention, no continuous batching), but it runs wherever torch runs. A LoRA adapter is
+Slower (no paged attention, no continuous batching: a batch runs until its longest sample ends), but it runs
+wherever torch runs. A LoRA adapter is
 applied with peft when peft is installed.
 """
 
@@ -19,7 +20,7 @@ class HFEngine:
 
     def __init__(self, model: str, adapter: str | None = None, tensor_parallel: int = 1,
                  max_model_len: int | None = None, dtype: str = "auto",
-                 seed: int = 0, device: str | None = None, **_ignored) -> None:
+                 seed: int = 0, device: str | None = None, batch_rows: int = 256, **_ignored) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,6 +44,11 @@ class HFEngine:
         self.model.eval()
         self.max_model_len = max_model_len
         self.seed = seed
+        self.batch_rows = batch_rows
+        # the model's own stop tokens too (chat models end a turn with a token other than the tokenizer's eos)
+        self.eos_ids: set[int] = set()
+        for eos in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            self.eos_ids |= set(eos if isinstance(eos, list) else [eos]) - {None}
 
     def generate(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Generation]]:
@@ -50,39 +56,68 @@ class HFEngine:
 
     def stream(self, prompts: Sequence[str], n: int, temperature: float, top_p: float, max_tokens: int,
                seed: int | Sequence[int] | None = None) -> Iterator[tuple[int, list[Generation]]]:
-        """``(prompt index, its n generations)`` prompt by prompt, in order."""
+        """``(prompt index, its n generations)`` prompt by prompt, in order.
+
+        Prompts are decoded together, up to ``batch_rows`` sequences at once: on a CPU one call per prompt
+        spent its time in per-step overhead, not in arithmetic. A prompt's samples do not depend on what
+        else is in the batch (keyed sampling), as with the vLLM engine's per-request seeds.
+        """
+        rows_per_prompt = n if temperature > 0 else 1  # greedy decoding gives one answer, repeated n times
+        seeds = per_prompt_seeds(self.seed if seed is None else seed, len(prompts))
+        per_batch = max(1, self.batch_rows // rows_per_prompt)
+        for first in range(0, len(prompts), per_batch):
+            batch = list(range(first, min(len(prompts), first + per_batch)))
+            texts = self._decode([prompts[i] for i in batch], [seeds[i] for i in batch], rows_per_prompt,
+                                 temperature, top_p, max_tokens)
+            for k, index in enumerate(batch):
+                samples = texts[k * rows_per_prompt:(k + 1) * rows_per_prompt]
+                yield index, samples if temperature > 0 else samples * n
+
+    def _decode(self, prompts: list[str], seeds: list[int | None], rows_per_prompt: int, temperature: float,
+                top_p: float, max_tokens: int) -> list[Generation]:
+        """``rows_per_prompt`` continuations of each prompt, prompt-major, in one left-padded batch with a
+        KV cache."""
         import torch
 
-        seeds = per_prompt_seeds(self.seed if seed is None else seed, len(prompts))
-        eos = self.tokenizer.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        for index, (prompt, prompt_seed) in enumerate(zip(prompts, seeds)):
-            # one prompt per call, its N samples as one batch: the seed then fixes this prompt's samples
-            # whatever else is in the chunk, as with the vLLM engine
-            if prompt_seed is not None:
-                torch.manual_seed(prompt_seed)
-            enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
-            sampling = temperature > 0
-            # greedy decoding gives one answer: decode it once and repeat it n times
-            kwargs = {"max_new_tokens": max_tokens, "do_sample": sampling,
-                      "num_return_sequences": n if sampling else 1, "pad_token_id": self.tokenizer.pad_token_id}
-            if sampling:
-                kwargs.update(temperature=temperature, top_p=top_p)
-            else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            with torch.no_grad():
-                out = self.model.generate(**enc, **kwargs)
-            new = out[:, enc["input_ids"].shape[1]:]
-            samples = []
-            for row in new.tolist():
-                count = len(row)
-                for i, tok in enumerate(row):  # after the stop token only padding follows
-                    if tok in eos_ids:
-                        count = i + 1
-                        break
-                text = self.tokenizer.decode(row[:count], skip_special_tokens=True)
-                samples.append(Generation(text, count))
-            yield index, samples if sampling else samples * n
+        from llmjobs.jobs.engines.keyed_sampling import pick, row_keys
+
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", add_special_tokens=False, padding=True)
+        ids = enc["input_ids"].repeat_interleave(rows_per_prompt, dim=0).to(self.device)
+        mask = enc["attention_mask"].repeat_interleave(rows_per_prompt, dim=0).to(self.device)
+        rows = ids.shape[0]
+        # no seed: a fresh one per call, so unseeded calls still differ
+        base = [s if s is not None else int(torch.randint(0, 2**31, ())) for s in seeds]
+        keys = row_keys(torch.tensor(base, dtype=torch.int64).repeat_interleave(rows_per_prompt),
+                        torch.arange(rows_per_prompt, dtype=torch.int64).repeat(len(prompts))).to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        pad = tok.pad_token_id
+        out = torch.full((rows, max_tokens), pad, dtype=torch.long, device=self.device)
+        lengths = torch.full((rows,), max_tokens, dtype=torch.long, device=self.device)
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=self.device)
+        cache = None
+        step_ids = ids
+        with torch.no_grad():
+            for step in range(max_tokens):
+                result = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                                    past_key_values=cache, use_cache=True)
+                cache = result.past_key_values
+                nxt = pick(result.logits[:, -1, :].float(), keys, step, temperature, top_p)
+                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                out[:, step] = nxt
+                stopped = ~done & torch.isin(nxt, eos)
+                lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
+                done |= stopped
+                if bool(done.all()):
+                    break
+                step_ids = nxt[:, None]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+                positions = positions[:, -1:] + 1
+        counts = lengths.tolist()
+        return [Generation(tok.decode(row[:count], skip_special_tokens=True), count)
+                for row, count in zip(out.tolist(), counts)]
 
     def close(self) -> None:
         self.model = None

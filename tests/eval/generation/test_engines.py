@@ -56,3 +56,16 @@ def test_greedy_samples_agree(engine, mgsm_prompts):
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match="unknown engine"):
         resolve("tgi")
+
+
+def test_hf_batches_of_any_size_give_the_same_samples(tiny_llama, mgsm_prompts):
+    """The transformers engine decodes many prompts in one batch; how many rows a batch holds changes nothing."""
+    from llmjobs.jobs.engines import make_engine
+
+    prompts = [p for _, p in mgsm_prompts[:5]]
+    args = {"n": 3, "temperature": 1.0, "top_p": 0.9, "max_tokens": 10, "seed": [21, 22, 23, 24, 25]}
+    small = make_engine("hf", str(tiny_llama), batch_rows=3)  # one prompt per batch
+    large = make_engine("hf", str(tiny_llama), batch_rows=256)  # all five in one
+    one, all_ = small.generate(prompts, **args), large.generate(prompts, **args)
+    assert [[g.text for g in s] for s in one] == [[g.text for g in s] for s in all_]
+    assert [[g.tokens for g in s] for s in one] == [[g.tokens for g in s] for s in all_]
