@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from llmjobs import fast_status
 from llmjobs.jobs.task import done_marker, write_done
-from llmjobs.registry import Registry, Shard, Step
+from llmjobs.registry import Registry
 from llmjobs.views import run_summary, run_view
 
 from .conftest import ROOT
+from .recorded_runs import end_attempts
 from .test_registry_scale import make_run
 
 FAST = [sys.executable, "-m", "llmjobs"]  # what the installed `llmjobs` command runs
@@ -26,17 +26,7 @@ FULL = [sys.executable, "-c", "import sys; from llmjobs.cli import app; sys.argv
 
 def _fail_some(reg: Registry, run_id: str) -> None:
     """Shards 0-2 of step b end failed (with a reason), so the status shows shards that need attention."""
-    with reg.session() as s:
-        ids = list(s.scalars(select(Shard.id).join(Step).where(Step.run_id == run_id, Step.name == "b",
-                                                                  Shard.index < 3)))
-        for a in reg.new_attempts(s, ids, "local"):
-            reg.transition(s, a, "queued")
-            reg.transition(s, a, "failed", "exit 3: [bold]not markup[/]")
-        for sh in s.scalars(select(Shard).where(Shard.id.in_(ids))):
-            reg.transition(s, sh, "failed")
-    from llmjobs.cluster.controller import Controller
-
-    Controller(reg).refresh(run_id)
+    end_attempts(reg, run_id, [("failed", "exit 3: [bold]not markup[/]")], step="b", shards=range(3))
 
 
 @pytest.fixture

@@ -17,8 +17,10 @@ import pytest
 from sqlalchemy import event, func, select
 
 from llmjobs.cluster.controller import Controller
-from llmjobs.registry import Attempt, Registry, Run, Shard, Step, migrate
+from llmjobs.registry import Attempt, Registry, Shard, Step, migrate
 from llmjobs.views import run_summary, run_view, runs_view
+
+from .recorded_runs import record_run
 
 # seconds the concurrency test runs, per database; 25 s keeps both databases within 75 s on an idle CI machine
 CONCURRENCY_S = float(os.environ.get("LLMJOBS_TEST_CONCURRENCY_S", "25"))
@@ -26,30 +28,11 @@ CONCURRENCY_S = float(os.environ.get("LLMJOBS_TEST_CONCURRENCY_S", "25"))
 
 def make_run(reg: Registry, run_id: str, shards: int, attempts: int = 3, finished: bool = True,
              run_dir: str = "/nonexistent/run") -> None:
-    """A two-step run recorded through the registry API, as the controller records one: every shard has
-    ``attempts`` attempts, all failed but the last; with ``finished=False`` the last one is still queued."""
-    with reg.session() as s:
-        run = Run(id=run_id, name="scale", status="pending", recipe={}, profile={"name": "local", "backend": "local"},
-                  backend="local", run_dir=run_dir, version="0")
-        for pos, name in enumerate(("a", "b")):
-            st = Step(name=name, position=pos, kind="shell", params={"command": "true"}, resources={},
-                      after=["a"] if pos else [], num_shards=shards, fingerprint="f", status="pending",
-                      output_dir=f"{run_dir}/{name}")
-            st.shards = [Shard(index=i, status="pending") for i in range(shards)]
-            run.steps.append(st)
-        s.add(run)
-    with reg.session() as s:
-        ids = list(s.scalars(select(Shard.id).join(Step).where(Step.run_id == run_id)))
-        for k in range(1, attempts + 1):
-            for a in reg.new_attempts(s, ids, "local"):
-                reg.transition(s, a, "queued")
-                if k < attempts:
-                    reg.transition(s, a, "failed", "exit 3")
-                elif finished:
-                    reg.transition(s, a, "succeeded")
-        for sh in s.scalars(select(Shard).where(Shard.id.in_(ids))):
-            reg.transition(s, sh, "succeeded" if finished else "queued")
-    Controller(reg).refresh(run_id)
+    """A two-step shell run: every shard has ``attempts`` attempts, all failed but the last; with
+    ``finished=False`` the last one is still queued."""
+    last = ("succeeded", None) if finished else ("queued", None)
+    record_run(reg, run_id, [("a", "shell", f"{run_dir}/a"), ("b", "shell", f"{run_dir}/b")], shards=shards,
+               outcomes=[("failed", "exit 3")] * (attempts - 1) + [last], run_dir=run_dir, name="scale")
 
 
 @contextmanager

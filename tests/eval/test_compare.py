@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-from llmjobs.cluster.controller import Controller
-from llmjobs.registry import Registry, Run, Shard, Step
+from llmjobs.registry import Registry
+from tests.recorded_runs import record_run
 
 pytest.importorskip("math_verify")
 pytest.importorskip("matplotlib")
@@ -45,24 +44,8 @@ def reports(tmp_path_factory) -> dict[str, Path]:
 
 
 def _record(reg: Registry, run_id: str, steps: list[tuple[str, str, str]], home: Path) -> None:
-    """A finished run as the controller records one: (step name, kind, output dir), one shard each."""
-    with reg.session() as s:
-        run = Run(id=run_id, name="cmp", status="pending", recipe={}, profile={"name": "local", "backend": "local"},
-                  backend="local", run_dir=str(home / "runs" / run_id), version="0")
-        for pos, (name, kind, out) in enumerate(steps):
-            st = Step(name=name, position=pos, kind=kind, params={}, resources={}, after=[], num_shards=1,
-                      fingerprint="f", status="pending", output_dir=out)
-            st.shards = [Shard(index=0, status="pending")]
-            run.steps.append(st)
-        s.add(run)
-    with reg.session() as s:
-        ids = list(s.scalars(select(Shard.id).join(Step).where(Step.run_id == run_id)))
-        for a in reg.new_attempts(s, ids, "local"):
-            reg.transition(s, a, "queued")
-            reg.transition(s, a, "succeeded")
-        for sh in s.scalars(select(Shard).where(Shard.id.in_(ids))):
-            reg.transition(s, sh, "succeeded")
-    Controller(reg).refresh(run_id)
+    """A finished run: (step name, kind, output dir), one shard each."""
+    record_run(reg, run_id, steps, run_dir=str(home / "runs" / run_id), name="cmp")
 
 
 @pytest.fixture
