@@ -173,11 +173,23 @@ def default_chunk(work: int, engines: int) -> int:
 # ---------------------------------------------------------------- the work of one engine
 
 
+PROGRESS_EVERY_S = 15.0
+
+
+def _report(actor: str, done: int, total: int, tokens: int, seconds: float) -> None:
+    rate = done / seconds if seconds > 0 else 0.0
+    eta = time.strftime("%H:%M:%S", time.gmtime((total - done) / rate)) if rate else "?"
+    log.info("%s: %d/%d samples (%.0f%%), %.0f tokens/s, eta %s", actor, done, total, 100 * done / max(1, total),
+             tokens / seconds if seconds > 0 else 0.0, eta)
+
+
 def run_chunk(engine, writer: SampleWriter, chunk: list[WorkItem], sampling: Sampling) -> dict[str, Any]:
     """Generate one chunk (one engine call per distinct sample count) and append its records as each problem
     finishes (engines with ``stream``) or when the call returns."""
     start = time.perf_counter()
     calls = samples = tokens = 0
+    total = sum(item.count for item in chunk)
+    last_report = time.monotonic()
     by_count: dict[int, list[WorkItem]] = {}
     for item in chunk:
         by_count.setdefault(item.count, []).append(item)
@@ -205,6 +217,9 @@ def run_chunk(engine, writer: SampleWriter, chunk: list[WorkItem], sampling: Sam
             seen += 1
             samples += len(records)
             tokens += sum(g.tokens for g in gens)
+            if time.monotonic() - last_report > PROGRESS_EVERY_S:
+                last_report = time.monotonic()
+                _report(writer.actor, samples, total, tokens, time.perf_counter() - start)
         writer.sync()
         if seen != len(group):
             raise RuntimeError(f"engine returned {seen} results for {len(group)} prompts")

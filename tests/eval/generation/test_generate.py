@@ -84,6 +84,19 @@ def test_exactly_n_samples_per_problem(name, wrapper, request, mgsm_prompts, tmp
     assert sorted(_pairs(tmp_path / GEN_DIR)) == sorted((i, k) for i, _ in items for k in range(4))
 
 
+def test_long_generation_reports_progress(hf_engine, mgsm_prompts, tmp_path, monkeypatch, caplog):
+    """The shard log shows how far a long generation is (samples done of all, tokens/s, ETA)."""
+    import llmjobs.jobs.eval.generate as gen
+
+    monkeypatch.setattr(gen, "PROGRESS_EVERY_S", 0.0)
+    caplog.set_level("INFO", logger="llmjobs.eval.generate")
+    generate(mgsm_prompts[:3], tmp_path, Sampling(samples=2, temperature=1.0, max_tokens=4, seed=1),
+             EngineSpec(engine="hf"), engine=hf_engine)
+    lines = [r.getMessage() for r in caplog.records if "samples (" in r.getMessage()]
+    assert [line.split(":")[1].split()[0] for line in lines] == ["2/6", "4/6", "6/6"], lines
+    assert "tokens/s, eta" in lines[0]
+
+
 def test_plan_fills_only_the_gaps():
     items = [("a", "A"), ("b", "B"), ("c", "C")]
     done = [("a", 0), ("a", 1), ("a", 2), ("b", 1), ("x", 0)]

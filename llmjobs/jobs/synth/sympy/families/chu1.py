@@ -58,8 +58,13 @@ def integer_arithmetic(rng: random.Random, difficulty: int) -> Draft:
     if any(t[0] != "n" for t in terms):
         steps.append("$= " + paren(values[0]) + "".join(f" {s} {paren(v)}" for s, v in zip(signs[1:], values[1:]))
                      + "$")
-    steps.append("$= " + tex(values[0]) + "".join(f" {'+' if (s == '+') == (v >= 0) else '-'} {tex(abs(v))}"
-                                               for s, v in zip(signs[1:], values[1:])) + "$")
+    # then left to right, one addition at a time: what a learner writes (and a small model can learn)
+    signed = [v if s == "+" else -v for s, v in zip(signs, values)]
+    for i in range(len(signed) - 1):
+        head = sum(signed[:i + 1])
+        line = "$= " + tex(head) + "".join(f" {'+' if v >= 0 else '-'} {tex(abs(v))}" for v in signed[i + 1:]) + "$"
+        if line.removeprefix("$= ") != steps[-1].removeprefix("$= ").removeprefix("$"):  # no line twice
+            steps.append(line)
     steps.append(f"$= {tex(total)}$")
     # second way: SymPy evaluates the same expression from a plain-text rendering
     plain = "".join(f" {s} " + (f"({a})" if k == "n" else f"(({a}){k}({b}))") for s, (k, a, b) in zip(signs, terms))
