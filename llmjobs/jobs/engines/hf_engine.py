@@ -95,8 +95,9 @@ class HFEngine:
         pad = tok.pad_token_id
         out = torch.full((rows, max_tokens), pad, dtype=torch.long, device=self.device)
         lengths = torch.full((rows,), max_tokens, dtype=torch.long, device=self.device)
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=self.device)
+        live = torch.arange(rows, device=self.device)  # the batch row of each row still decoded
+        dead = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended, not yet dropped
         cache = None
         step_ids = ids
         with torch.no_grad():
@@ -105,13 +106,20 @@ class HFEngine:
                                     past_key_values=cache, use_cache=True)
                 cache = result.past_key_values
                 nxt = pick(result.logits[:, -1, :].float(), keys, step, temperature, top_p)
-                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                out[:, step] = nxt
-                stopped = ~done & torch.isin(nxt, eos)
-                lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
-                done |= stopped
-                if bool(done.all()):
+                alive = ~dead
+                out[live[alive], step] = nxt[alive]
+                stopped = alive & torch.isin(nxt, eos)
+                lengths[live[stopped]] = step + 1
+                dead |= stopped
+                if bool(dead.all()):
                     break
+                # drop ended rows once a quarter of the batch has ended: samples end at very different
+                # lengths, and the batch would otherwise run at full size until its longest sample ends
+                if int(dead.sum()) * 4 >= len(live) and hasattr(cache, "batch_select_indices"):
+                    keep = (~dead).nonzero().squeeze(-1)
+                    cache.batch_select_indices(keep)
+                    mask, positions, live, keys, nxt = mask[keep], positions[keep], live[keep], keys[keep], nxt[keep]
+                    dead = dead[keep]
                 step_ids = nxt[:, None]
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
                 positions = positions[:, -1:] + 1
