@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmjobs.jobs.engines.keyed_sampling import pick, row_keys  # noqa: E402
+from llmjobs.jobs.engines.keyed_sampling import pick, row_keys
 
 
 def _draws(probs: list[float], rows: int, temperature: float = 1.0, top_p: float = 1.0, step: int = 0):
