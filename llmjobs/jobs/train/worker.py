@@ -143,6 +143,9 @@ class Trainer:
 
             ids = [self.local_rank] if self.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+            from llmjobs.jobs.train import ddp_hooks
+
+            ddp_hooks.register(self.wrapped)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _trainable_state(self) -> dict[str, Any]:
