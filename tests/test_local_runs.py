@@ -547,3 +547,38 @@ def test_only_a_jobs_own_session_may_be_signalled():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        start_new_session=True, check=False)
     assert (r.returncode, r.stdout.strip()) == (0, "alive"), r.stderr
+
+
+def test_a_job_computes_on_its_cpus_threads(home, tmp_path, monkeypatch):
+    """A local job's torch/BLAS thread pools are bounded by its `cpus` (two jobs side by side must not each
+    start a thread per core); a value the user set is kept."""
+    from llmjobs.cluster.backends.base import JobRef, JobState, StepJob
+    from llmjobs.cluster.backends.local import LocalBackend
+    from llmjobs.cluster.profiles import Profile
+    from llmjobs.jobs.task import ShardTask
+    from llmjobs.resources import Resources
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    backend = LocalBackend(Profile(name="t"))
+    probe = (f"{sys.executable} -c 'import os, torch; print(os.environ.get(\"OMP_NUM_THREADS\"), "
+             "torch.get_num_threads())' > threads")
+
+    def run(name: str, cpus: int) -> str:
+        out = tmp_path / name
+        task = ShardTask(run_id="r", step=name, kind="shell", shard=0, num_shards=1, params={"command": probe},
+                         output_dir=str(out), state_dir=str(tmp_path / f"{name}-state"))
+        (sub,) = backend.submit(StepJob(run_id="r", step=name, tasks=[task], after=[],
+                                        resources=Resources(cpus=cpus, walltime="00:05:00"),
+                                        folder=tmp_path / "logs" / name))
+        ref = JobRef(sub.job_id, sub.folder, None)
+        deadline = time.time() + 120
+        while backend.poll([ref])[ref.job_id].state.live and time.time() < deadline:
+            time.sleep(0.1)
+        assert backend.poll([ref])[ref.job_id].state == JobState.SUCCEEDED
+        return (out / "threads").read_text().split()
+
+    assert run("two", 2) == ["2", "2"]
+    assert run("one", 1) == ["1", "1"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert run("user", 1) == ["2", "2"]

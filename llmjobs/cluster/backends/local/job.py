@@ -52,6 +52,10 @@ def _adopt_environment(env: dict[str, str], cwd: str) -> None:
         os.chdir(cwd)
     except OSError:
         os.chdir(env.get("HOME", "/"))
+    # the dispatcher may have imported torch before the fork, when the environment did not bound its threads
+    threads = env.get("OMP_NUM_THREADS", "")
+    if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:
+        sys.modules["torch"].set_num_threads(int(threads))
 
 
 def run_job(queue_dir: str, folder: str, job_id: int, task_blob: bytes, requeues_left: int,
