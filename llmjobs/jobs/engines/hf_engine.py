@@ -1,8 +1,8 @@
 """transformers fallback: the same interface as the vLLM engine, for machines without vLLM.
 
-Slower (no paged attention, no continuous batching: a batch runs until its longest sample ends), but it runs
-wherever torch runs. A LoRA adapter is
-applied with peft when peft is installed.
+Slower (no paged attention, no continuous batching), but it runs wherever torch runs. Many prompts are decoded
+in one batch with keyed sampling, so a prompt's samples do not depend on the batch. A LoRA adapter is applied
+with peft when peft is installed.
 """
 
 from __future__ import annotations
