@@ -67,32 +67,37 @@ def test_grpo_raises_accuracy_with_a_reference_and_kl(cli, tmp_path, warm, promp
     assert "reference loaded" in cli("logs", run_id, "rl").stdout
 
 
+GRPO_STEPS = 32  # enough that the kill after the second checkpoint lands well before the end
+
+
 def test_beta_zero_loads_no_reference_and_sigkill_resumes(cli, tmp_path, warm, prompts):
     from llmjobs.jobs.train import checkpoint
 
-    params = _params(warm, prompts, max_steps=16, save_steps=2, beta=0.0, per_device_train_batch_size=8)
+    params = _params(warm, prompts, max_steps=GRPO_STEPS, save_steps=2, beta=0.0, per_device_train_batch_size=8)
     r = _submit(cli, tmp_path, params, wait=False)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.split()[0]
     out = _output(cli, run_id)
+    view = cli.wait_until(run_id, lambda v: v["steps"][0]["shards"][0]["attempts"]
+                          and v["steps"][0]["shards"][0]["attempts"][0]["stdout"], timeout=120)
+    (attempt,) = view["steps"][0]["shards"][0]["attempts"]
     ckpts = out / ".checkpoints" / "shard-00000"
     deadline = time.time() + 600
     while time.time() < deadline and len(checkpoint.complete(ckpts)) < 2:
-        time.sleep(0.2)
-    view = cli.status(run_id)
-    (attempt,) = view["steps"][0]["shards"][0]["attempts"]
-    kill_job(attempt)  # the job, its trainer with it
+        time.sleep(0.02)
+    kill_job(attempt)  # at once: the job, its trainer with it
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=60)
     assert view["status"] == "failed" and not (out / "metrics.json").exists()
     newest = checkpoint.latest(ckpts)[0]
-    assert 4 <= newest < 16
+    assert 4 <= newest < GRPO_STEPS
 
     r = cli("resume", run_id, "--wait", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     log = cli("logs", run_id, "rl").stdout
     assert f"resuming from step-{newest:08d}" in log and "reference none" in log
     m = json.loads((out / "metrics.json").read_text())
-    assert m["summary"]["steps"] == 16 and m["summary"]["resumed_from_step"] == newest
+    assert m["summary"]["steps"] == GRPO_STEPS and m["summary"]["resumed_from_step"] == newest
     assert m["summary"]["reference_model"] is False
-    assert [h["step"] for h in m["history"]] == list(range(1, 17))  # TRL's log history travels in the checkpoint
+    # TRL's log history travels in the checkpoint
+    assert [h["step"] for h in m["history"]] == list(range(1, GRPO_STEPS + 1))
     assert all(h["kl"] is None for h in m["history"])

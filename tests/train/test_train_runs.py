@@ -105,8 +105,12 @@ def _reference(tmp_path: Path, params: dict) -> Path:
     return out
 
 
+STEPS = 96
+
+
 def test_sigkill_then_resume_matches_an_uninterrupted_run(cli, tmp_path, tokenizer_dir, chat_data):
-    params = _sft(tokenizer_dir, chat_data, max_steps=24, save_steps=4, save_total_limit=3)
+    # steps enough that the kill lands well before the end (a tiny model trains ~50 steps/s on one thread)
+    params = _sft(tokenizer_dir, chat_data, max_steps=STEPS, save_steps=4, save_total_limit=3)
     recipe = _recipe(tmp_path, {"ft": {"kind": "train.sft", "params": params}})
     r = cli("submit", recipe)
     assert r.returncode == 0, r.stderr
@@ -114,18 +118,19 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(cli, tmp_path, tokeniz
     out = _output(cli, run_id, "ft")
     from llmjobs.jobs.train import checkpoint
 
+    view = cli.wait_until(run_id, lambda v: v["steps"][0]["shards"][0]["attempts"]
+                          and v["steps"][0]["shards"][0]["attempts"][0]["stdout"], timeout=120)
+    (attempt,) = view["steps"][0]["shards"][0]["attempts"]
     ckpts = out / ".checkpoints" / "shard-00000"
     deadline = time.time() + 300
     while time.time() < deadline and len(checkpoint.complete(ckpts)) < 2:
-        time.sleep(0.2)
-    view = cli.status(run_id)
-    (attempt,) = view["steps"][0]["shards"][0]["attempts"]
-    kill_job(attempt)  # the job, its trainer with it
+        time.sleep(0.02)
+    kill_job(attempt)  # at once: the job, its trainer with it
     view = cli.wait_until(run_id, lambda v: v["status"] not in ("running", "queued"), timeout=60)
     assert view["status"] == "failed" and not (out / "model.safetensors").exists()
 
     done = checkpoint.complete(ckpts)
-    assert 2 <= len(done) and done[-1][0] < 24
+    assert 2 <= len(done) and done[-1][0] < STEPS
     (_, newest), (previous_step, _) = done[-1], done[-2]
     with open(newest / "optimizer.pt", "r+b") as f:  # cut short after it was marked complete
         f.truncate(100)
@@ -136,7 +141,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(cli, tmp_path, tokeniz
     log = cli("logs", run_id, "ft").stdout
     assert f"resumed from checkpoint step {previous_step} " in log
     history = json.loads((out / "metrics.json").read_text())["history"]
-    assert [h["step"] for h in history] == list(range(1, 25))
+    assert [h["step"] for h in history] == list(range(1, STEPS + 1))
 
     ref = _reference(tmp_path, params)
     import torch
