@@ -52,14 +52,22 @@ def test_bf16_gradients_are_averaged_in_fp32(tmp_path):
     assert not torch.equal(got["plain"], exact.to(torch.bfloat16))  # what the hook is for: DDP's own differs
 
 
-def test_fp32_weights_keep_ddps_own_averaging():
+def _fp32_rank(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
     from llmjobs.jobs.train import ddp_hooks
 
-    class Fake:
-        def parameters(self):
-            return [torch.nn.Parameter(torch.zeros(2))]
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=1)
+    ddp = DistributedDataParallel(torch.nn.Linear(4, 1))
+    torch.save({"registered": ddp_hooks.register(ddp)}, out)
+    dist.destroy_process_group()
 
-        def register_comm_hook(self, *_):
-            raise AssertionError("no hook for fp32 weights")
 
-    assert ddp_hooks.register(Fake()) is False
+def test_fp32_weights_keep_ddps_own_averaging(tmp_path):
+    """A real one-rank DDP of fp32 weights: no hook (DDP's own fp32 averaging is already exact enough)."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "fp32.pt"
+    mp.spawn(_fp32_rank, args=(str(tmp_path / "store"), str(out)), nprocs=1, join=True)
+    assert torch.load(out) == {"registered": False}
