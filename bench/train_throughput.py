@@ -12,11 +12,13 @@ checked for leaks on a small model (packed per-token losses == documents run alo
     python bench/train_throughput.py --shape tiny --steps 2 --samples 200   # a CPU rehearsal (no leak check)
 
 Modes: ``sft`` the defaults (on a GPU: bf16 weights with fp32 masters, 16,384 tokens per micro-batch, chunked
-cross-entropy); ``sft_prev`` the defaults before those (fp32 weights under bf16 autocast, one 4,096-token row,
+cross-entropy, compiled decoder layers); ``sft_eager`` the defaults without torch.compile; ``sft_prev`` the defaults before those (fp32 weights under bf16 autocast, one 4,096-token row,
 plain cross-entropy over full logits); ``sft_bf16`` pure bf16 weights; ``sft_32k`` 8 rows (32,768 tokens);
 ``sft_bf16_bs4`` / ``sft_bs4``: 4 rows with pure bf16 / previous precision; ``padded`` one sample per
-micro-batch padded to max_length (sdpa with the padding mask); ``lora`` r64/alpha128 on every linear layer;
-``trl`` TRL's SFTTrainer configured as its documentation shows (needs trl and datasets).
+micro-batch padded to max_length (sdpa with the padding mask); ``lora`` the train.lora defaults with
+r/alpha 2r (``--lora-r``, 64) on every linear layer, ``lora_eager`` without torch.compile, ``qlora`` over a
+4-bit base (needs bitsandbytes); ``trl`` TRL's SFTTrainer configured as its documentation shows, ``trl_lora``
+the same with a peft LoraConfig of the same rank (needs trl and datasets).
 """
 
 from __future__ import annotations
@@ -82,8 +84,16 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
                                              "tie_word_embeddings": False, **shape}, tokenizer="none"),
               "data": [], "max_length": args.max_length, "max_steps": args.warmup + args.steps,
               "save_steps": 10**9, "logging_steps": 10**9}
-    if mode == "lora":  # r64/alpha128 on every linear layer, bf16 base and adapters
-        p = params.LoraParams.model_construct(**common, r=64, alpha=128)
+    lora = {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.05}
+    if mode == "lora":  # r/2r on every linear layer, bf16 base and adapters (the defaults)
+        p = params.LoraParams.model_construct(**common, **lora)
+    elif mode == "lora_eager":
+        p = params.LoraParams.model_construct(**common, **lora, torch_compile=False)
+    elif mode == "qlora":  # the same adapters over a 4-bit nf4 base (double quant), loaded from a saved model
+        common.pop("init")
+        p = params.LoraParams.model_construct(**common, **lora, quantize="4bit", model=saved_model(shape, args))
+    elif mode == "sft_eager":  # the defaults without torch.compile
+        p = params.SFTParams.model_construct(**common, torch_compile=False)
     elif mode == "padded":  # every sample padded to max_length, one per micro-batch, sdpa with the padding mask
         p = params.SFTParams.model_construct(**common, packing=False, attn_implementation="sdpa",
                                              per_device_train_batch_size=1)
@@ -100,7 +110,7 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
         p = params.SFTParams.model_construct(**common, precision="bf16_autocast", per_device_train_batch_size=4)
     else:  # what a user gets: the defaults
         p = params.SFTParams.model_construct(**common)
-    cfg = {"kind": "train.lora" if mode == "lora" else "train.sft", "output_dir": args.out,
+    cfg = {"kind": "train.lora" if "lora" in mode else "train.sft", "output_dir": args.out,
            "checkpoint_dir": args.out, "stop_flag": "/nonexistent", "status_file": "/dev/null", "attempt": 1}
 
     class BenchTrainer(worker.Trainer):
@@ -117,6 +127,25 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
 
 
 DEVICE = "cpu"
+
+
+def saved_model(shape: dict[str, Any], args: argparse.Namespace) -> str:
+    """A random-init bf16 model of the shape saved to disk once (QLoRA quantizes while loading)."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    path = Path(args.out) / "base"
+    if not (path / "config.json").exists():
+        config = LlamaConfig(**shape, max_position_embeddings=8192, tie_word_embeddings=False, pad_token_id=0,
+                             bos_token_id=1, eos_token_id=2)
+        torch.manual_seed(0)
+        with torch.device(DEVICE):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        model.save_pretrained(path)
+        del model
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    return str(path)
 
 
 def sync() -> None:
@@ -158,9 +187,11 @@ def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[
     return out
 
 
-def measure_trl(shape: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def measure_trl(shape: dict[str, Any], args: argparse.Namespace, lora: bool = False) -> dict[str, Any]:
     """(b) TRL's SFTTrainer as its documentation shows it: packing on, bf16, its default gradient checkpointing
-    and per-device batch (8 packed rows), the attention implementation installed by default (sdpa)."""
+    and per-device batch (8 packed rows), the attention implementation installed by default (sdpa).
+    ``lora``: with a peft ``LoraConfig`` (r, 2r, dropout 0.05, all linear layers) as ``peft_config``; TRL then
+    sets up peft's defaults (an fp32 model, as TRL loads a model id by default, fp32 adapters, bf16 autocast)."""
     import torch
     from datasets import Dataset as HFDataset
     from tokenizers import Tokenizer, models
@@ -193,13 +224,20 @@ def measure_trl(shape: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     cfg = SFTConfig(output_dir=args.out + "/trl", packing=True, max_length=args.max_length, bf16=cuda,
                     use_cpu=not cuda, max_steps=args.warmup + args.trl_steps, save_strategy="no", report_to="none",
                     logging_steps=10**9, disable_tqdm=True, include_num_input_tokens_seen="non_padding")
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=HFDataset.from_list(rows), processing_class=tok,
-                         callbacks=[Clock()])
+                         callbacks=[Clock()], peft_config=peft_config)
     trainer.train()
     (t0, n0), (t1, n1) = marks[args.warmup - 1], marks[-1]
     tps = (n1 - n0) / (t1 - t0)
     per_token = flops_per_token(model, ds.lengths)
-    out = {"mode": "trl", "attention": model.config._attn_implementation, "precision": "bf16 (TRL)",
+    out = {"mode": "trl_lora" if lora else "trl", "attention": model.config._attn_implementation,
+           "precision": "bf16 (TRL)",
            "rows": cfg.per_device_train_batch_size, "loss_path": "TRL", "tokens_per_s": tps,
            "mfu": tps * per_token / 989e12,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0, "steps": args.trl_steps,
@@ -215,13 +253,14 @@ def leak_check() -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from llmjobs.jobs.train import attention, packing
+    from llmjobs.jobs.train import attention, modeling, packing
 
     attention.register()
     cfg = LlamaConfig(**SHAPES["tiny"], max_position_embeddings=4096)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attention.VARLEN,
                                              dtype=torch.bfloat16).cuda().eval()
+    modeling.compile_layers(model)  # the defaults compile the layers: check the compiled path
     ds = synthetic(6, SHAPES["tiny"]["vocab_size"], 512, seed=1)
 
     def losses(b):
@@ -251,6 +290,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=4096)
     ap.add_argument("--trl-samples", type=int, default=600, help="samples TRL packs (mode trl)")
     ap.add_argument("--trl-steps", type=int, default=6, help="timed steps of mode trl (8 rows each)")
+    ap.add_argument("--lora-r", type=int, default=64, help="LoRA rank of modes lora*, qlora, trl_lora (alpha 2r)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     args.out = tempfile.mkdtemp()
@@ -267,17 +307,23 @@ def main() -> None:
         print(json.dumps(results["leak_check"]), flush=True)
     for mode in args.modes.split(","):
         try:
-            r = (measure_trl if mode == "trl" else measure)(*((SHAPES[args.shape], args) if mode == "trl" else
-                                                              (mode, SHAPES[args.shape], args)))
+            if mode in ("trl", "trl_lora"):
+                r = measure_trl(SHAPES[args.shape], args, lora=mode == "trl_lora")
+            else:
+                r = measure(mode, SHAPES[args.shape], args)
         except Exception as e:  # noqa: BLE001 - report and go on with the other modes
             r = {"mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
         results[mode] = r
         print(json.dumps(r), flush=True)
     base = results.get("padded", {}).get("tokens_per_s")
+    trl = {m: results.get(m, {}).get("tokens_per_s") for m in ("trl", "trl_lora")}
     for mode in args.modes.split(","):
         r = results[mode]
         if "tokens_per_s" in r:
             ratio = f"{r['tokens_per_s'] / base:.2f}x padded" if base else ""
+            ref = trl["trl_lora"] if "lora" in mode else trl["trl"]
+            if ref and not mode.startswith("trl"):
+                ratio += f"  {r['tokens_per_s'] / ref:.2f}x {'trl_lora' if 'lora' in mode else 'trl'}"
             print(f"{mode:12s} {r['attention']:15s} {r['precision']:13s} {r['rows']} row(s) {r['loss_path']:7s} "
                   f"{r['tokens_per_s']:>10,.0f} tokens/s  MFU {r['mfu']:.3f}  peak {r['peak_mem_gib']:.1f} GiB  "
                   f"{ratio}", flush=True)

@@ -89,4 +89,14 @@ def test_default_micro_batch_is_a_token_budget_on_gpus(tiny_llama, chat_data):
     assert modeling.rows_per_micro(p(max_length=32768), "cuda") == 1
     assert modeling.rows_per_micro(p(max_length=4096), "cpu") == 1
     assert modeling.rows_per_micro(p(max_length=4096, per_device_train_batch_size=2), "cuda") == 2
+    # a model wider and deeper than the reference gets a smaller budget, unless gradient checkpointing is on
+    big = {"hidden_size": 5120, "num_hidden_layers": 40}
+    init = {"config": big, "tokenizer": str(tiny_llama)}
+
+    def fresh(**kw):
+        return SFTParams.model_validate({"init": init, "data": str(chat_data), **kw})
+
+    assert modeling.rows_per_micro(fresh(max_length=1024), "cuda") == 3  # 16,384 x 49,152 / 204,800 tokens
+    assert modeling.rows_per_micro(fresh(max_length=4096), "cuda") == 1
+    assert modeling.rows_per_micro(fresh(max_length=1024, gradient_checkpointing=True), "cuda") == 16
     assert modeling.precision(p(), "cpu") == "fp32"

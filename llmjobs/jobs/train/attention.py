@@ -68,7 +68,9 @@ def _varlen_forward(module: Any, query: Any, key: Any, value: Any, attention_mas
         # under autocast the rotary embedding hands back fp32; the kernel takes 16-bit only
         half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
         q, k, v = q.to(half), k.to(half), v.to(half)
-    out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), scale=scaling, **_CAUSAL)
+    # max_len stays as given: under torch.compile with dynamic shapes it is symbolic, and int() would
+    # specialise the graph on it (a recompile for every new longest document)
+    out = varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scaling, **_CAUSAL)
     return out.to(dtype).unsqueeze(0), None
 
 

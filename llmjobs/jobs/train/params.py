@@ -144,6 +144,10 @@ class SFTParams(BaseModel):
                             "below bf16 resolution are lost); bf16_autocast: fp32 weights under bf16 autocast")
     fused_loss: bool = Field(True, description="cross-entropy through the output projection in chunks, never "
                                                "holding the full-vocabulary logits; false: plain cross-entropy")
+    torch_compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile each decoder layer (fuses the norms, rotary embedding, activation and "
+                            "residual adds that eager runs as separate memory-bound kernels; the first steps "
+                            "compile); auto: on GPUs with packing, except over a quantized (QLoRA) base")
     nproc_per_node: int | None = Field(None, ge=1, description="training processes per node (default: one per "
                                                                  "GPU, one on a CPU-only node)")
     deepspeed: DeepSpeedSpec | None = Field(None, description="ZeRO-2/3 when deepspeed is installed and the "

@@ -92,6 +92,7 @@ class Trainer:
         self.say(f"model: {sum(x.numel() for x in self.model.parameters()) / 1e6:.1f}M parameters, "
                  f"{sum(x.numel() for x in self.model.parameters() if x.requires_grad) / 1e6:.2f}M trained, "
                  f"attention {self.attn}, precision {self.precision}, "
+                 f"{'compiled' if modeling.compile_wanted(p, self.device.type) else 'eager'} layers, "
                  f"{'chunked' if self.head is not None else 'plain'} cross-entropy, {self.rows} row(s) of "
                  f"{p.max_length} per micro-batch, {self.world} process(es) on {self.device.type}")
 
