@@ -34,8 +34,8 @@ WRITTEN = {  # (problem, sample) -> output, in the generation files before the s
     ("half", 1): "<think>one over two</think>\\boxed{1/2}",
     ("half", 2): "<think>guess</think>\\boxed{3}",
     ("half", 3): "<think>never closed \\boxed{1/2}",
-    ("seven", 0): "<think>3+4</think>\\boxed{7}",
-    ("seven", 1): "<think>count</think>\\boxed{7}",
+    ("seven", 0): "<think>3+4\n$3 + 4$\n$= 7$</think>\\boxed{7}",
+    ("seven", 1): "<think>count\n$3 + 4$\n$= 8$</think>\\boxed{7}",  # right answer, wrong step
     ("seven", 2): "<think>again</think>\\boxed{7.0}",
     ("seven", 3): "<think>off by one</think>\\boxed{8}",
 }
@@ -108,6 +108,69 @@ def test_distill_with_vllm_both_filters(tiny_llama, vllm_options, tmp_path):
     lineage = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert {(r["id"], r["sample"]): r["reason"] for r in lineage if r["id"] == "seven"} == {
         ("seven", 0): None, ("seven", 1): None, ("seven", 2): None, ("seven", 3): "not_in_majority"}
+
+    # the process check over the same samples: of seven's correct samples only the one whose shown steps hold
+    summary = run(_ctx(out, {**params, "check_steps": True, "keep_per_problem": None}))
+    assert summary["generated_samples"] == 0
+    rows = [json.loads(x) for x in (out / "dataset.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["sample"]) for r in rows] == [("seven", 0)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["rules"]["check_steps"] is True
+    assert report["samples_dropped"]["wrong_step"] == 1 and report["samples_dropped"]["no_checkable_step"] == 3
+    assert sum(report["samples_dropped"].values()) + report["samples_kept"] == 16
+    assert "| sample | wrong_step | 1 |" in (out / "report.md").read_text()
+
+
+EQUATION = "<think>\n$5x + 3 = 38$\n$5x = {}$\n$x = 7$\n</think>\n\n\\boxed{{7}}"
+ARITHMETIC = "<think>\n$\\left(-8\\right) - 8$\n$= -8 {} 8$\n$= -16$\n</think>\n\n\\boxed{{-16}}"
+JUDGED = {  # (problem, sample) -> (output, reason with check_steps under ground_truth and keep_per_problem 1)
+    ("eq", 0): (EQUATION.format("35"), None),
+    ("eq", 1): (EQUATION.format("36"), "wrong_step"),
+    ("eq", 2): ("<think>five x is 35</think>\\boxed{7}", "no_checkable_step"),
+    ("eq", 3): ("<think>\n$x = 8$\n</think>\\boxed{8}", "wrong"),
+    ("eq", 4): (EQUATION.format("38 - 3"), "over_keep_per_problem"),
+    ("sum", 0): (ARITHMETIC.format("+"), "wrong_step"),
+    ("sum", 1): (ARITHMETIC.format("-"), None),
+}
+
+
+def test_check_steps_with_the_real_grader_under_both_filters(tmp_path):
+    """judge() with hand-written outputs (no model): the step pairs of the samples that pass the filter are
+    graded, a wrong line or no shown step drops a correct sample, and the report and lineage say so."""
+    pytest.importorskip("pebble")
+    from llmjobs.jobs.eval.data import Problem
+    from llmjobs.jobs.synth.distill import DistillParams, _markdown, _report, _write_lineage, judge
+
+    problems = [Problem("eq", "5x + 3 = 38", "7"), Problem("sum", "(-8) - 8", "-16")]
+    records = [{"id": pid, "sample": k, "output": text, "tokens": 5} for (pid, k), (text, _) in JUDGED.items()]
+    data = tmp_path / "problems.jsonl"  # the params check that the data file exists
+    data.write_text("".join(json.dumps({"id": pr.id, "problem": pr.problem, "answer": pr.answer}) + "\n"
+                            for pr in problems))
+    p = DistillParams(model="m", data=str(data), template="{problem}", grade_workers=1, samples=5, check_steps=True,
+                      keep_per_problem=1)
+    decisions, samples, _ = judge(records, problems, p)
+    reasons = {(pr.id, s.index): decisions[pr.id].dropped.get(s.index) for pr in problems for s in samples[pr.id]}
+    assert reasons == {k: reason for k, (_, reason) in JUDGED.items()}
+    failed = {(pr.id, s.index): s.failed_step for pr in problems for s in samples[pr.id] if s.failed_step}
+    assert set(failed) == {("eq", 1), ("sum", 0)} and failed[("eq", 1)][0] == "36"
+
+    report = _report(p, problems, decisions, samples, {}, 2, 10, True)
+    assert report["samples_dropped"]["wrong_step"] == 2 and report["rules"]["check_steps"] is True
+    assert sum(report["samples_dropped"].values()) + report["samples_kept"] == len(JUDGED)
+    assert "| sample | wrong_step | 2 |" in _markdown(report)
+    _write_lineage(tmp_path / "samples.jsonl", problems, decisions, samples)
+    lineage = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert sum(r["failed_step"] is not None for r in lineage) == 2
+
+    # majority: the winning class is checked at the majority label; eq's "8" is outside it
+    p = p.model_copy(update={"filter": "majority", "theta": 0.6, "keep_per_problem": None})
+    decisions, samples, _ = judge(records, problems, p)
+    assert decisions["eq"].kept == [0, 4] and decisions["eq"].dropped == {
+        1: "wrong_step", 2: "no_checkable_step", 3: "not_in_majority"}
+    assert decisions["sum"].kept == [1] and decisions["sum"].dropped == {0: "wrong_step"}
+    # without the check, the same samples are all kept
+    decisions, _, _ = judge(records, problems, p.model_copy(update={"check_steps": False}))
+    assert decisions["eq"].kept == [0, 1, 2, 4] and decisions["sum"].kept == [0, 1]
 
 
 _CHILD = """

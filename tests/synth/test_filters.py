@@ -10,13 +10,16 @@ from llmjobs.jobs.synth.filters import (
     DISAGREES,
     NO_ANSWER,
     NO_CORRECT,
+    NO_STEPS,
     OVER_K,
     TIE,
     TOO_LONG,
     UNCLOSED,
     WRONG,
+    WRONG_STEP,
     Rules,
     Sample,
+    candidates,
     decide,
     histogram,
 )
@@ -92,6 +95,36 @@ def test_majority_label_is_the_first_member_answer_and_sample_rules_apply():
     d = decide(samples, None, Rules("majority", theta=0.8, max_sample_tokens=100))
     assert d.label == "1/2" and d.kept == [0, 2]
     assert d.dropped == {1: UNCLOSED, 3: DISAGREES, 4: TOO_LONG}
+
+
+def test_check_steps_drops_first_and_keep_per_problem_counts_only_checked_samples():
+    """Samples 0 and 1 reach the answer through a wrong step / no shown step: with a cap of 2, the two kept
+    samples are the first two whose steps hold, not the first two correct ones."""
+    samples = [Sample(0, "7", True, step_fault=WRONG_STEP), Sample(1, "7", True, step_fault=NO_STEPS),
+               Sample(2, "7", True), Sample(3, "8", False, step_fault=WRONG_STEP),
+               Sample(4, "7", True, closed=False, step_fault=WRONG_STEP), Sample(5, "7", True), Sample(6, "7", True)]
+    d = decide(samples, "7", Rules("ground_truth", keep_per_problem=2, check_steps=True))
+    assert d.kept == [2, 5]
+    assert d.dropped == {0: WRONG_STEP, 1: NO_STEPS, 3: WRONG, 4: WRONG_STEP, 6: OVER_K}
+    assert len(d.dropped) + len(d.kept) == len(samples)
+    # the faults count only when the rule is on
+    assert decide(samples, "7", Rules("ground_truth", keep_per_problem=2)).kept == [0, 1]
+    # nothing checked survives: the problem is dropped, its correct samples all accounted for
+    d = decide(samples[:2], "7", Rules("ground_truth", check_steps=True))
+    assert d.kept == [] and d.problem_reason == "every_correct_sample_dropped"
+
+
+def test_check_steps_under_majority_applies_to_the_winning_class():
+    samples = [Sample(0, "x = 7", cls=0, step_fault=WRONG_STEP), Sample(1, "7", cls=0), Sample(2, "7", cls=0),
+               Sample(3, "9", cls=1, step_fault=NO_STEPS)]
+    rules = Rules("majority", theta=0.75, check_steps=True)
+    passed, label = candidates(samples, None, rules)
+    assert [s.index for s in passed] == [0, 1, 2] and label == "x = 7"  # the steps are checked at this label
+    d = decide(samples, None, rules)
+    assert d.kept == [1, 2] and d.label == "x = 7" and d.dropped == {0: WRONG_STEP, 3: DISAGREES}
+    assert candidates(samples, None, Rules("majority", theta=1.0))[0] == []  # below theta: nothing to check
+    passed, label = candidates(samples, "7", Rules("ground_truth"))
+    assert passed == [] and label == "7"  # no sample was graded correct
 
 
 def test_histogram_bins_cover_zero_to_one():

@@ -41,6 +41,14 @@ class DistillParams(EvalParams):
     answer_format: str = Field("\\boxed{{answer}}", description="the final answer after </think>; {answer} is "
                                "replaced by the label (e.g. '最終的な回答：{answer}')")
     samples: int = Field(16, ge=1, description="samples per problem (N)")
+    check_steps: bool = Field(
+        False, description="also drop samples whose displayed steps do not hold: every line of the reasoning that "
+        "is a display $...$ alone on its line (a leading '= ' removed) must equal the label when it has no '=', "
+        "and when it is an equation L = R both sides must be equal once the unknown is replaced by the label; "
+        "a sample with no such line is dropped too. For chain-of-equalities solutions such as synth.sympy's "
+        "arithmetic, fraction, linear-expression and linear-equation families")
+    step_unknown: str = Field("x", min_length=1, description="check_steps: the unknown of equation lines, "
+                              "replaced by the label")
 
     @model_validator(mode="after")
     def _check(self) -> DistillParams:
@@ -156,7 +164,7 @@ def judge(records: list[dict], problems, p: DistillParams):
         extracted[pr.id] = rows
 
     rules = Rules(filter=p.filter, theta=p.theta, keep_per_problem=p.keep_per_problem,
-                  drop_unclosed=p.drop_unclosed, max_sample_tokens=p.max_sample_tokens)
+                  drop_unclosed=p.drop_unclosed, max_sample_tokens=p.max_sample_tokens, check_steps=p.check_steps)
     samples: dict[str, list[Sample]] = {}
     with Grader(workers=p.grade_workers, timeout_s=p.grade_timeout) as grader:
         if p.filter == "ground_truth":
@@ -172,9 +180,37 @@ def judge(records: list[dict], problems, p: DistillParams):
                 member_of = {m: j for j, c in enumerate(cls) for m in c.members}
                 samples[pr.id] = [Sample(i, a, False, closed, tokens, member_of.get(pos))
                                   for pos, (i, a, closed, tokens) in enumerate(extracted[pr.id])]
+        if p.check_steps:
+            samples = _check_steps(samples, by_id, problems, rules, p.step_unknown, grader)
         grading = grader.stats.as_dict()
     decisions = {pr.id: decide(samples[pr.id], pr.answer or None, rules) for pr in problems}
     return decisions, samples, grading
+
+
+def _check_steps(samples, by_id, problems, rules, unknown: str, grader):
+    """The samples with ``step_fault`` set where their displayed steps fail (``synth.step_check``). Only the
+    samples the filter proper passes are checked, against its label; every step pair of every such sample is
+    graded in one call, so the pool works on them all at once."""
+    from dataclasses import replace
+
+    from llmjobs.jobs.synth.filters import NO_STEPS, WRONG_STEP, candidates
+    from llmjobs.jobs.synth.step_check import step_pairs
+
+    asks: list[tuple[str, Any, list[tuple[str, str]]]] = []  # (problem id, sample, its step pairs)
+    for pr in problems:
+        passed, label = candidates(samples[pr.id], pr.answer or None, rules)
+        outputs = {int(r["sample"]): r.get("output") or "" for r in by_id.get(pr.id, [])}
+        asks += [(pr.id, s, step_pairs(_reasoning(outputs[s.index]), label or "", unknown)) for s in passed]
+    verdicts = iter(grader.grade_many([pair for _, _, pairs in asks for pair in pairs]))
+    checked: dict[tuple[str, int], Any] = {}
+    for pid, s, pairs in asks:
+        failed = [pair for pair in pairs if not next(verdicts).correct]
+        if not pairs:
+            s = replace(s, step_fault=NO_STEPS)
+        elif failed:
+            s = replace(s, step_fault=WRONG_STEP, failed_step=failed[0])
+        checked[(pid, s.index)] = s
+    return {pid: [checked.get((pid, s.index), s) for s in v] for pid, v in samples.items()}
 
 
 def _report(p, problems, decisions, samples, stats, kept, kept_tokens, expect_think) -> dict[str, Any]:
@@ -211,7 +247,8 @@ def _report(p, problems, decisions, samples, stats, kept, kept_tokens, expect_th
                                                  "total_seconds", "pool")},
         "rules": {"keep_per_problem": p.keep_per_problem, "drop_unclosed": p.drop_unclosed,
                   "max_sample_tokens": p.max_sample_tokens, "expect_think": expect_think,
-                  "answer_format": p.answer_format},
+                  "answer_format": p.answer_format, "check_steps": p.check_steps,
+                  "step_unknown": p.step_unknown if p.check_steps else None},
         "model": p.model, "data": p.data, "template": p.template, "samples_per_problem": p.samples,
     }
     if p.filter == "majority" and labelled:
@@ -230,7 +267,8 @@ def _write_lineage(path: Path, problems, decisions, samples) -> None:
             d = decisions[pr.id]
             f.writelines(json.dumps({"id": pr.id, "sample": s.index, "answer": s.answer, "correct": s.correct,
                                     "class": s.cls, "closed": s.closed, "tokens": s.tokens,
-                                    "kept": s.index in d.kept, "reason": d.dropped.get(s.index)},
+                                    "kept": s.index in d.kept, "reason": d.dropped.get(s.index),
+                                    "failed_step": s.failed_step},
                                    ensure_ascii=False) + "\n" for s in samples[pr.id])
 
 
@@ -238,7 +276,9 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = [f"# synth.distill: {r['filter']}" + (f" (theta {r['theta']})" if r["theta"] is not None else ""), "",
              f"- problems: {r['problems']}, kept {r['problems_kept']}",
              f"- samples: {r['samples']}, kept {r['samples_kept']}",
-             f"- tokens generated: {r['tokens']['generated']}, kept: {r['tokens']['kept']}", "",
+             f"- tokens generated: {r['tokens']['generated']}, kept: {r['tokens']['kept']}",
+             "- displayed steps checked (check_steps): " + (
+                 f"yes, unknown `{r['rules']['step_unknown']}`" if r["rules"]["check_steps"] else "no"), "",
              "## Dropped", "", "| level | reason | count |", "| --- | --- | ---: |"]
     lines += [f"| problem | {k} | {v} |" for k, v in sorted(r["problems_dropped"].items())]
     lines += [f"| sample | {k} | {v} |" for k, v in sorted(r["samples_dropped"].items())]

@@ -12,6 +12,12 @@ reason, so the report adds up:
   problem is kept when its largest class holds at least ``theta`` of the N samples (samples without an
   answer count in N: they did not agree) and no other class is as large (a tie has no majority). The label
   is the class's first answer; its members are the kept samples, with the same per-sample rules as above.
+
+With ``check_steps`` the first per-sample rule is the process check (``synth.step_check``): a sample whose
+displayed steps do not hold at the label (``wrong_step``) or that displays none (``no_checkable_step``) is
+dropped before the other rules, so ``keep_per_problem`` counts only samples whose steps were checked.
+``candidates`` names the samples that check applies to (the ones passing the filter proper), so the caller
+grades the steps of those only.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ FilterName = Literal["ground_truth", "majority"]
 # sample-level reasons
 WRONG, NO_ANSWER, DISAGREES, UNCLOSED, TOO_LONG, OVER_K = (
     "wrong", "no_answer", "not_in_majority", "unclosed_think", "too_long", "over_keep_per_problem")
+WRONG_STEP, NO_STEPS = "wrong_step", "no_checkable_step"
 # problem-level reasons
 NO_CORRECT, BELOW_THETA, TIE = "no_correct_sample", "below_theta", "tie"
 
@@ -38,6 +45,8 @@ class Sample:
     closed: bool = True  # the reasoning closed its </think>
     tokens: int | None = None
     cls: int | None = None  # equivalence class (majority); None for no answer
+    step_fault: str | None = None  # check_steps: WRONG_STEP or NO_STEPS when the displayed steps fail
+    failed_step: tuple[str, str] | None = None  # the first (gold, answer) step pair that did not grade equal
 
 
 @dataclass
@@ -56,12 +65,15 @@ class Rules:
     keep_per_problem: int | None = None
     drop_unclosed: bool = True
     max_sample_tokens: int | None = None
+    check_steps: bool = False
 
 
 def _per_sample(candidates: Sequence[Sample], rules: Rules, decision: Decision) -> None:
     """The per-sample rules, in order, over the samples that passed the filter proper."""
     for s in sorted(candidates, key=lambda s: s.index):
-        if rules.drop_unclosed and not s.closed:
+        if rules.check_steps and s.step_fault is not None:
+            decision.dropped[s.index] = s.step_fault
+        elif rules.drop_unclosed and not s.closed:
             decision.dropped[s.index] = UNCLOSED
         elif rules.max_sample_tokens is not None and s.tokens is not None and s.tokens > rules.max_sample_tokens:
             decision.dropped[s.index] = TOO_LONG
@@ -76,7 +88,8 @@ def _no_answer(s: Sample) -> str:
     return UNCLOSED if not s.closed else NO_ANSWER
 
 
-def ground_truth(samples: Sequence[Sample], gold: str, rules: Rules) -> Decision:
+def _ground_truth(samples: Sequence[Sample], gold: str) -> tuple[Decision, list[Sample]]:
+    """The filter proper: the decision so far and the samples it passes (the graded-correct ones)."""
     d = Decision(label=gold)
     n = len(samples)
     right = [s for s in samples if s.correct and s.answer is not None]
@@ -86,13 +99,20 @@ def ground_truth(samples: Sequence[Sample], gold: str, rules: Rules) -> Decision
             d.dropped[s.index] = _no_answer(s)
         elif not s.correct:
             d.dropped[s.index] = WRONG
+    return d, right
+
+
+def ground_truth(samples: Sequence[Sample], gold: str, rules: Rules) -> Decision:
+    d, right = _ground_truth(samples, gold)
     _per_sample(right, rules, d)
     if not d.kept:
         d.problem_reason = NO_CORRECT if not right else "every_correct_sample_dropped"
     return d
 
 
-def majority(samples: Sequence[Sample], rules: Rules) -> Decision:
+def _majority(samples: Sequence[Sample], rules: Rules) -> tuple[Decision, list[Sample]]:
+    """The filter proper: the decision so far and the winning class's members ([] when the problem is
+    dropped, its reason set)."""
     d = Decision()
     n = len(samples)
     sizes = Counter(s.cls for s in samples if s.answer is not None and s.cls is not None)
@@ -101,7 +121,7 @@ def majority(samples: Sequence[Sample], rules: Rules) -> Decision:
             d.dropped[s.index] = _no_answer(s)
     if not sizes:
         d.problem_reason = NO_ANSWER
-        return d
+        return d, []
     top = max(sizes.values())
     winners = [c for c, k in sizes.items() if k == top]
     d.agreement = top / n
@@ -112,24 +132,45 @@ def majority(samples: Sequence[Sample], rules: Rules) -> Decision:
     if d.problem_reason is not None:
         for s in samples:
             d.dropped.setdefault(s.index, d.problem_reason)
-        return d
+        return d, []
     winner = winners[0]
     members = [s for s in samples if s.cls == winner and s.answer is not None]
     d.label = min(members, key=lambda s: s.index).answer
     for s in samples:
         if s.index not in d.dropped and s.cls != winner:
             d.dropped[s.index] = DISAGREES
+    return d, members
+
+
+def majority(samples: Sequence[Sample], rules: Rules) -> Decision:
+    d, members = _majority(samples, rules)
+    if d.problem_reason is not None:
+        return d
     _per_sample(members, rules, d)
     if not d.kept:
         d.problem_reason = "every_majority_sample_dropped"
     return d
 
 
+def candidates(samples: Sequence[Sample], gold: str | None, rules: Rules) -> tuple[list[Sample], str | None]:
+    """The samples that pass the filter proper (before the per-sample rules) and the label they carry: the ones
+    whose steps ``check_steps`` checks, against that label."""
+    if rules.filter == "ground_truth":
+        d, passed = _ground_truth(samples, _needs_gold(gold))
+    else:
+        d, passed = _majority(samples, rules)
+    return passed, d.label
+
+
+def _needs_gold(gold: str | None) -> str:
+    if gold is None or gold == "":
+        raise ValueError("the ground_truth filter needs the problem's answer")
+    return gold
+
+
 def decide(samples: Sequence[Sample], gold: str | None, rules: Rules) -> Decision:
     if rules.filter == "ground_truth":
-        if gold is None or gold == "":
-            raise ValueError("the ground_truth filter needs the problem's answer")
-        return ground_truth(samples, gold, rules)
+        return ground_truth(samples, _needs_gold(gold), rules)
     return majority(samples, rules)
 
 
