@@ -168,6 +168,8 @@ def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[
     for s in range(args.warmup):
         t.step(s)
     sync()
+    if args.profile:
+        profile(t, args.warmup)
     start, tokens = time.time(), 0
     for s in range(args.warmup, args.warmup + args.steps):
         loss = t.step(s)
@@ -185,6 +187,19 @@ def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+def profile(t: Any, step: int, steps: int = 3) -> None:
+    """Where the GPU time of a few optimizer steps goes: the kernels and operators with the most device time."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for s in range(step, step + steps):
+            t.step(s)
+        sync()
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70),
+          flush=True)
 
 
 def measure_trl(shape: dict[str, Any], args: argparse.Namespace, lora: bool = False) -> dict[str, Any]:
@@ -291,6 +306,8 @@ def main() -> None:
     ap.add_argument("--trl-samples", type=int, default=600, help="samples TRL packs (mode trl)")
     ap.add_argument("--trl-steps", type=int, default=6, help="timed steps of mode trl (8 rows each)")
     ap.add_argument("--lora-r", type=int, default=64, help="LoRA rank of modes lora*, qlora, trl_lora (alpha 2r)")
+    ap.add_argument("--profile", action="store_true", help="print where the device time of 3 steps goes "
+                    "(after the warm-up, before timing; modes of the llmjobs loop)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     args.out = tempfile.mkdtemp()
