@@ -61,6 +61,7 @@ def test_compile_defaults():
     assert modeling.compile_wanted(SFTParams.model_construct(init=init, data=[], torch_compile=True), "cpu")
     assert not modeling.compile_wanted(SFTParams.model_construct(init=init, data=[], torch_compile=False), "cuda")
     assert modeling.compile_wanted(LoraParams.model_construct(model="m", data=[]), "cuda")
+    assert not modeling.compile_wanted(SFTParams.model_construct(init=init, data=[], deepspeed={"zero": 3}), "cuda")
     # bitsandbytes' 4-bit layers are not traceable: a QLoRA base stays eager unless asked
     assert not modeling.compile_wanted(LoraParams.model_construct(model="m", data=[], quantize="4bit"), "cuda")
 

@@ -115,8 +115,10 @@ def build(p: SFTParams, tokenizer: Any, device_type: str) -> tuple[Any, str]:
 
 def compile_wanted(p: SFTParams, device_type: str) -> bool:
     if p.torch_compile == "auto":
-        # measured on packed rows (varlen attention); padded rows with a mask ran slower compiled
-        return device_type == "cuda" and p.packing and not (p.is_lora and p.quantize != "none")
+        # measured on packed rows (varlen attention); padded rows with a mask ran slower compiled. Not under
+        # DeepSpeed: its ZeRO-3 parameter hooks around each layer are untested with compiled layers here
+        return (device_type == "cuda" and p.packing and p.deepspeed is None
+                and not (p.is_lora and p.quantize != "none"))
     return bool(p.torch_compile)
 
 

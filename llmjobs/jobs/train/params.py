@@ -147,7 +147,8 @@ class SFTParams(BaseModel):
     torch_compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile each decoder layer (fuses the norms, rotary embedding, activation and "
                             "residual adds that eager runs as separate memory-bound kernels; the first steps "
-                            "compile); auto: on GPUs with packing, except over a quantized (QLoRA) base")
+                            "compile); auto: on GPUs with packing, except over a quantized (QLoRA) base or "
+                            "under deepspeed")
     nproc_per_node: int | None = Field(None, ge=1, description="training processes per node (default: one per "
                                                                  "GPU, one on a CPU-only node)")
     deepspeed: DeepSpeedSpec | None = Field(None, description="ZeRO-2/3 when deepspeed is installed and the "
