@@ -11,8 +11,9 @@ checked for leaks on a small model (packed per-token losses == documents run alo
     python bench/train_throughput.py --modes sft,sft_prev,padded,lora --steps 10
     python bench/train_throughput.py --shape tiny --steps 2 --samples 200   # a CPU rehearsal (no leak check)
 
-Modes: ``sft`` the defaults (on a GPU: bf16 weights with fp32 masters, 16,384 tokens per micro-batch, chunked
-cross-entropy, compiled decoder layers); ``sft_eager`` the defaults without torch.compile; ``sft_prev`` the defaults before those (fp32 weights under bf16 autocast, one 4,096-token row,
+Modes: ``sft`` the defaults (on a GPU: bf16 weights with fp32 masters, a token budget per micro-batch from the
+GPU's memory (32,768 on an H200), chunked cross-entropy, compiled decoder layers); ``sft_16k`` the defaults
+with 4 rows (16,384 tokens, the budget of an 80 GiB GPU before the memory-scaled budget); ``sft_eager`` the defaults without torch.compile; ``sft_prev`` the defaults before those (fp32 weights under bf16 autocast, one 4,096-token row,
 plain cross-entropy over full logits); ``sft_bf16`` pure bf16 weights; ``sft_32k`` 8 rows (32,768 tokens);
 ``sft_bf16_bs4`` / ``sft_bs4``: 4 rows with pure bf16 / previous precision; ``padded`` one sample per
 micro-batch padded to max_length (sdpa with the padding mask); ``lora`` the train.lora defaults with
@@ -102,6 +103,8 @@ def make_trainer(mode: str, shape: dict[str, Any], args: argparse.Namespace):
                                              fused_loss=False)
     elif mode == "sft_bf16":  # pure bf16 weights (precision: bf16)
         p = params.SFTParams.model_construct(**common, precision="bf16")
+    elif mode == "sft_16k":  # the defaults with 4 packed rows (16k tokens) per micro-batch
+        p = params.SFTParams.model_construct(**common, per_device_train_batch_size=4)
     elif mode == "sft_32k":  # the defaults with 8 packed rows (32k tokens) per micro-batch
         p = params.SFTParams.model_construct(**common, per_device_train_batch_size=8)
     elif mode == "sft_bf16_bs4":
@@ -181,7 +184,7 @@ def measure(mode: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[
     out = {"mode": mode, "attention": t.attn, "precision": t.precision, "rows": t.rows,
            "loss_path": "chunked" if t.head is not None else "plain", "tokens_per_s": tps,
            "mfu": tps * per_token / 989e12, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0,
-           "loss": loss, "steps": args.steps, "tokens": tokens, "seconds": dt,
+           "loss": float(loss), "steps": args.steps, "tokens": tokens, "seconds": dt,
            "real_token_share": t.real_token_share(), "packing_fill": t.packing_fill}
     del t
     if cuda:

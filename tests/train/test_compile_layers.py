@@ -74,3 +74,31 @@ def test_the_decoder_stack_is_found_in_a_peft_model():
     wrapped = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules="all-linear"))
     layers = modeling.decoder_layers(wrapped)
     assert len(layers) == 2 and type(layers[0]).__name__ == "LlamaDecoderLayer"
+
+
+def test_compiled_chunk_loss_matches_eager_with_at_most_two_graphs():
+    # the chunked cross-entropy compiles its per-chunk loss and gradient on GPUs; the last chunk of each
+    # micro-batch is shorter, so the row count must become symbolic instead of a graph per length
+    from torch._dynamo.utils import counters
+
+    from llmjobs.jobs.train import fused_loss
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = fused_loss._chunk_function(True)
+    assert compiled is not fused_loss.chunk_loss_and_grad
+    g = torch.Generator().manual_seed(0)
+    for rows in (64, 37, 64, 11, 50):
+        logits = (torch.randn(rows, 301, generator=g) * 3).to(torch.bfloat16)
+        target = torch.randint(0, 301, (rows,), generator=g)
+        target[::4] = fused_loss.IGNORE
+        want_loss, want_grad = fused_loss.chunk_loss_and_grad(logits, target, torch.bfloat16)
+        loss, grad = compiled(logits, target, torch.bfloat16)
+        assert float(loss) == pytest.approx(float(want_loss), rel=1e-5), rows
+        assert grad.dtype == torch.bfloat16 and not grad[::4].any()
+        torch.testing.assert_close(grad.float(), want_grad.float(), atol=1e-2, rtol=1e-2)
+        # the gradient of the summed loss: softmax minus one-hot on the kept rows
+        ref = torch.softmax(logits.float(), -1) - torch.nn.functional.one_hot(target.clamp(min=0), 301)
+        ref[target == fused_loss.IGNORE] = 0
+        torch.testing.assert_close(grad.float(), ref, atol=1e-2, rtol=1e-2)
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])

@@ -32,7 +32,9 @@ def test_chunked_cross_entropy_matches_the_plain_one(tmp_path, tiny_llama, chat_
         assert (t.head is not None) == fused
         bins = t.plan.micro(0, 0, 0)
         assert t.plan.tokens_per_bin[t.plan.rows(0)].sum() > 3 * 256
-        loss, n = t._micro_loss(t._batch(bins), 1)
+        batch = t._batch(bins)
+        n = int((batch["target"] != -100).sum())
+        loss = t._micro_loss(batch, 1)
         loss.backward()
         grads = {name: x.grad.clone() for name, x in t.model.named_parameters()}
         results.append((float(loss.detach()), n, grads))
@@ -85,10 +87,13 @@ def test_default_micro_batch_is_a_token_budget_on_gpus(tiny_llama, chat_data):
     def p(**kw):
         return SFTParams.model_validate({"model": str(tiny_llama), "data": str(chat_data), **kw})
 
-    assert modeling.rows_per_micro(p(max_length=4096), "cuda") == 4
-    assert modeling.rows_per_micro(p(max_length=32768), "cuda") == 1
+    h100, h200, a100_40 = 79.2, 139.8, 39.4  # GiB as torch reports them
+    assert modeling.rows_per_micro(p(max_length=4096), "cuda", h100) == 5  # 22k tokens fit beside 25 GiB
+    assert modeling.rows_per_micro(p(max_length=4096), "cuda", h200) == 8  # the 32,768-token cap
+    assert modeling.rows_per_micro(p(max_length=4096), "cuda", a100_40) == 1
+    assert modeling.rows_per_micro(p(max_length=32768), "cuda", h200) == 1
     assert modeling.rows_per_micro(p(max_length=4096), "cpu") == 1
-    assert modeling.rows_per_micro(p(max_length=4096, per_device_train_batch_size=2), "cuda") == 2
+    assert modeling.rows_per_micro(p(max_length=4096, per_device_train_batch_size=2), "cuda", h200) == 2
     # a model wider and deeper than the reference gets a smaller budget, unless gradient checkpointing is on
     big = {"hidden_size": 5120, "num_hidden_layers": 40}
     init = {"config": big, "tokenizer": str(tiny_llama)}
@@ -96,7 +101,8 @@ def test_default_micro_batch_is_a_token_budget_on_gpus(tiny_llama, chat_data):
     def fresh(**kw):
         return SFTParams.model_validate({"init": init, "data": str(chat_data), **kw})
 
-    assert modeling.rows_per_micro(fresh(max_length=1024), "cuda") == 3  # 16,384 x 49,152 / 204,800 tokens
-    assert modeling.rows_per_micro(fresh(max_length=4096), "cuda") == 1
-    assert modeling.rows_per_micro(fresh(max_length=1024, gradient_checkpointing=True), "cuda") == 16
+    assert modeling.rows_per_micro(fresh(max_length=1024), "cuda", h200) == 7  # 32,768 x 49,152 / 204,800
+    assert modeling.rows_per_micro(fresh(max_length=1024), "cuda", h100) == 5  # 22,352 x 49,152 / 204,800
+    assert modeling.rows_per_micro(fresh(max_length=4096), "cuda", h200) == 1
+    assert modeling.rows_per_micro(fresh(max_length=1024, gradient_checkpointing=True), "cuda", h200) == 32
     assert modeling.precision(p(), "cpu") == "fp32"

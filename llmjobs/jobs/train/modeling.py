@@ -11,8 +11,9 @@ from llmjobs.jobs.train.params import SFTParams
 log = logging.getLogger("llmjobs.train")
 
 
-TOKENS_PER_MICRO = 16384  # default tokens per GPU micro-batch: big enough that launches and the optimizer
-#                           step stop dominating a step, small enough for a 1-3B full fine-tune on 80 GiB
+TOKENS_PER_MICRO = 16384  # tokens per GPU micro-batch on the reference model and an 80 GiB GPU: big enough
+#                           that launches and the optimizer step stop dominating a step
+MAX_BUDGET_SCALE = 2.0    # at most 32,768 tokens: beyond it the gain is small and a step holds many samples
 
 
 def precision(p: SFTParams, device_type: str) -> str:
@@ -41,21 +42,32 @@ def autocast_dtype(p: SFTParams, device_type: str) -> Any:
     return torch.bfloat16 if precision(p, device_type) == "bf16_autocast" else None
 
 
-# the model size TOKENS_PER_MICRO was measured on (llm-jp-3-1.8b's hidden x layers): 16,384 tokens held about
-# 26 GiB of activations (56 GiB peak with weights, fp32 masters and Adam) on the H200
+# the model size TOKENS_PER_MICRO was measured on (llm-jp-3-1.8b's hidden x layers): on the H200, 16,384 tokens
+# peaked at 56.1 GiB and 32,768 at 86.9 GiB, so about 25 GiB of weights, fp32 masters and Adam states and
+# 1.9 MiB of activations per token
 REFERENCE_WIDTH_X_DEPTH = 2048 * 24
+REFERENCE_STATIC_GIB = 25.3
+REFERENCE_GIB_PER_TOKEN = 30.8 / 16384
+USABLE_MEMORY = 0.85  # of the GPU's memory: the rest for fragmentation and the longest documents
 
 
-def rows_per_micro(p: SFTParams, device_type: str) -> int:
-    """per_device_train_batch_size, or its default: on GPUs as many rows as make the token budget, which is
-    TOKENS_PER_MICRO for models up to the reference size and shrinks with hidden x layers above it (the
-    activations a token keeps for the backward pass grow with both; a 13B shape at 16,384 tokens ran out of
-    141 GiB), unless gradient checkpointing keeps only the layers' inputs."""
+def rows_per_micro(p: SFTParams, device_type: str, memory_gib: float | None = None) -> int:
+    """per_device_train_batch_size, or its default: on GPUs as many rows as make the token budget. The budget
+    is what the reference model's activations fit in the GPU's memory (``memory_gib``, read from the current
+    device when not given), between TOKENS_PER_MICRO / 4 and MAX_BUDGET_SCALE x TOKENS_PER_MICRO, and it
+    shrinks with hidden x layers above the reference size (the activations a token keeps for the backward pass
+    grow with both; a 13B shape at 16,384 tokens ran out of 141 GiB), unless gradient checkpointing keeps only
+    the layers' inputs."""
     if p.per_device_train_batch_size:
         return p.per_device_train_batch_size
     if device_type != "cuda":
         return 1
-    budget = TOKENS_PER_MICRO
+    if memory_gib is None:
+        import torch
+
+        memory_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+    fits = (USABLE_MEMORY * memory_gib - REFERENCE_STATIC_GIB) / REFERENCE_GIB_PER_TOKEN
+    budget = int(min(MAX_BUDGET_SCALE * TOKENS_PER_MICRO, max(TOKENS_PER_MICRO / 4, fits)))
     size = _width_x_depth(p)
     if size and not p.gradient_checkpointing:
         budget = int(budget * min(1.0, REFERENCE_WIDTH_X_DEPTH / size))

@@ -125,7 +125,8 @@ class SFTParams(BaseModel):
     max_steps: int = Field(-1, description="> 0: stop after this many optimizer steps")
     per_device_train_batch_size: int | None = Field(
         None, ge=1, description="packed rows (or samples) per micro-batch; default: on GPUs as many rows as make "
-                                "16,384 tokens (at least 1), on CPU 1")
+                                "a token budget from the GPU's memory (32,768 tokens on an H200, "
+                                "about 20k on 80 GiB; at least 1 row), on CPU 1")
     gradient_accumulation_steps: int = Field(1, ge=1)
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup",
                                "cosine_with_min_lr", "warmup_stable_decay"] = "cosine"

@@ -89,10 +89,11 @@ class Trainer:
         self.precision = modeling.precision(p, self.device.type)
         self._optim()
         self.head = _fused_head(self.model) if p.fused_loss and self.engine is None else None
+        self.compiled = modeling.compile_wanted(p, self.device.type)
         self.say(f"model: {sum(x.numel() for x in self.model.parameters()) / 1e6:.1f}M parameters, "
                  f"{sum(x.numel() for x in self.model.parameters() if x.requires_grad) / 1e6:.2f}M trained, "
                  f"attention {self.attn}, precision {self.precision}, "
-                 f"{'compiled' if modeling.compile_wanted(p, self.device.type) else 'eager'} layers, "
+                 f"{'compiled' if self.compiled else 'eager'} layers, "
                  f"{'chunked' if self.head is not None else 'plain'} cross-entropy, {self.rows} row(s) of "
                  f"{p.max_length} per micro-batch, {self.world} process(es) on {self.device.type}")
 
@@ -223,35 +224,45 @@ class Trainer:
 
     # ---- one optimizer step ------------------------------------------------------------------------------
     def _batch(self, bins: list[list[int]]) -> dict[str, Any]:
+        """The micro-batch on the device, with what the loss needs computed on the host (the labelled
+        positions, their targets), so that no step waits for the GPU to hand back a count or an index."""
         torch = self.torch
         if self.p.packing:
             b = packing.collate_packed(self.ds, bins)
         else:
             b = packing.collate_padded(self.ds, bins, self.tokenizer.pad_token_id, self.pad_to)
-        out = {k: torch.from_numpy(np.asarray(v)).to(self.device, non_blocking=True) for k, v in b.items()
-               if k not in ("cu_seqlens", "max_seqlen")}
+        labels = b.pop("labels")
+        if labels.shape[0] == 1:
+            # only the positions that carry a label go through the vocabulary projection
+            keep = np.flatnonzero(labels[0] != data.IGNORE)
+            b["logits_to_keep"], b["target"] = keep, labels[0, keep]
+        else:
+            b["target"] = labels.reshape(-1)
+        cuda = self.device.type == "cuda"
+
+        def put(v: Any) -> Any:
+            t = torch.from_numpy(np.ascontiguousarray(v))
+            return t.pin_memory().to(self.device, non_blocking=True) if cuda else t
+
+        out = {k: put(v) for k, v in b.items() if k not in ("cu_seqlens", "max_seqlen")}
         if self.p.packing and self.attn in ("flash_attention_2", "flash_attention_3", "llmjobs_varlen"):
-            cu = torch.from_numpy(b["cu_seqlens"]).to(self.device)
+            cu = put(b["cu_seqlens"])
             out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=int(b["max_seqlen"]),
                        max_length_k=int(b["max_seqlen"]))
         return out
 
-    def _micro_loss(self, batch: dict[str, Any], denom: int) -> tuple[Any, int]:
+    def _micro_loss(self, batch: dict[str, Any], denom: int) -> Any:
         torch = self.torch
-        labels = batch.pop("labels")
-        keep = labels[0] != data.IGNORE if labels.shape[0] == 1 else None
+        target = batch.pop("target")
         kwargs: dict[str, Any] = {"use_cache": False}
-        if keep is not None:
-            # only the positions that carry a label go through the vocabulary projection
-            kwargs["logits_to_keep"] = torch.nonzero(keep).reshape(-1)
         ctx = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                else _nullcontext())
-        target = labels[0][keep] if keep is not None else labels.reshape(-1)
         if self.head is not None:  # the model hands back its final hidden states; no logits tensor
             with ctx, fused_loss.projection_skipped(self.head):
                 hidden = self.wrapped(**batch, **kwargs).logits
             hidden = hidden.reshape(-1, hidden.shape[-1])
-            loss_sum = fused_loss.linear_cross_entropy_sum(hidden, self.head.weight, target, self.autocast)
+            loss_sum = fused_loss.linear_cross_entropy_sum(hidden, self.head.weight, target, self.autocast,
+                                                           compiled=self.compiled)
         else:
             with ctx:
                 logits = self.wrapped(**batch, **kwargs).logits
@@ -259,9 +270,10 @@ class Trainer:
             loss_sum = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=data.IGNORE,
                                                          reduction="sum")
         # token mean over the whole step; DDP/DeepSpeed average gradients over ranks, hence x world
-        return loss_sum * (self.world / denom), int((target != data.IGNORE).sum())
+        return loss_sum * (self.world / denom)
 
-    def step(self, step: int) -> float:
+    def step(self, step: int) -> Any:
+        """One optimizer step; returns the step's mean loss as a device tensor (reading it waits for the GPU)."""
         torch, p = self.torch, self.p
         denom = self.plan.step_loss_tokens(step)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -270,13 +282,13 @@ class Trainer:
             batch = self._batch(self.plan.micro(step, self.rank, m))
             last = m == accum - 1
             if self.engine is not None:
-                loss, _ = self._micro_loss(batch, denom)
+                loss = self._micro_loss(batch, denom)
                 self.engine.backward(loss, scale_wrt_gas=False)
                 self.engine.step()
             else:
                 sync = _nullcontext() if last or self.world == 1 else self.wrapped.no_sync()
                 with sync:
-                    loss, _ = self._micro_loss(batch, denom)
+                    loss = self._micro_loss(batch, denom)
                     loss.backward()
             total += loss.detach().double() / self.world
         if self.engine is None:
@@ -294,7 +306,7 @@ class Trainer:
                     torch._foreach_copy_([x for _, x in self.trained], self.masters)
         if self.dist is not None:
             self.dist.all_reduce(total)
-        return float(total)
+        return total
 
     def should_stop(self) -> bool:
         flag = 1.0 if self.rank == 0 and self.stop_flag.exists() else 0.0
@@ -319,16 +331,23 @@ class Trainer:
         if self.device.type == "cuda":
             self.torch.cuda.reset_peak_memory_stats()
         step = start
+        pending: list[tuple[int, Any, float, int]] = []  # steps whose loss is still on the device
+
+        def flush() -> None:  # reading the losses waits for the GPU: only at log lines and checkpoints
+            for entry in pending:
+                metrics.add(entry[0], float(entry[1]), entry[2], entry[3])
+            pending.clear()
+
         while step < self.total:
-            loss = self.step(step)
+            loss_t = self.step(step)
             step += 1
             tokens = self.plan.step_tokens(step - 1)
             window_tok += tokens
             state["tokens"] += tokens
-            metrics.add(step, loss, self.scheduler.get_last_lr()[0], tokens)
+            pending.append((step, loss_t, self.scheduler.get_last_lr()[0], tokens))
             if step % logging_steps == 0 or step == self.total:
-                if self.device.type == "cuda":
-                    self.torch.cuda.synchronize()
+                flush()
+                loss = metrics.history[-1]["loss"]
                 dt = time.time() - window_t
                 tps = window_tok / dt if dt > 0 else 0.0
                 eta = (time.time() - t_start) / (step - start) * (self.total - step)
@@ -338,6 +357,7 @@ class Trainer:
                 window_t, window_tok = time.time(), 0
             stop = self.should_stop()
             if stop or (step % self.p.save_steps == 0 and step < self.total):
+                flush()
                 state.update(step=step, history=metrics.history, world=self.world,
                              train_seconds=before + time.time() - t_start)
                 self.save(step, state)
