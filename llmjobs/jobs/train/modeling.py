@@ -11,9 +11,9 @@ from llmjobs.jobs.train.params import SFTParams
 log = logging.getLogger("llmjobs.train")
 
 
-TOKENS_PER_MICRO = 16384  # tokens per GPU micro-batch on the reference model and an 80 GiB GPU: big enough
-#                           that launches and the optimizer step stop dominating a step
-MAX_BUDGET_SCALE = 2.0    # at most 32,768 tokens: beyond it the gain is small and a step holds many samples
+# default tokens per GPU micro-batch: at least enough that launches and the optimizer step stop dominating a
+# step, at most 32,768 (beyond it the gain is small and a step holds many samples)
+MIN_TOKENS_PER_MICRO, MAX_TOKENS_PER_MICRO = 4096, 32768
 
 
 def precision(p: SFTParams, device_type: str) -> str:
@@ -42,7 +42,7 @@ def autocast_dtype(p: SFTParams, device_type: str) -> Any:
     return torch.bfloat16 if precision(p, device_type) == "bf16_autocast" else None
 
 
-# the model size TOKENS_PER_MICRO was measured on (llm-jp-3-1.8b's hidden x layers): on the H200, 16,384 tokens
+# the model the budget was measured on (llm-jp-3-1.8b's hidden x layers): on the H200, 16,384 tokens
 # peaked at 56.1 GiB and 32,768 at 86.9 GiB, so about 25 GiB of weights, fp32 masters and Adam states and
 # 1.9 MiB of activations per token
 REFERENCE_WIDTH_X_DEPTH = 2048 * 24
@@ -54,7 +54,7 @@ USABLE_MEMORY = 0.85  # of the GPU's memory: the rest for fragmentation and the 
 def rows_per_micro(p: SFTParams, device_type: str, memory_gib: float | None = None) -> int:
     """per_device_train_batch_size, or its default: on GPUs as many rows as make the token budget. The budget
     is what the reference model's activations fit in the GPU's memory (``memory_gib``, read from the current
-    device when not given), between TOKENS_PER_MICRO / 4 and MAX_BUDGET_SCALE x TOKENS_PER_MICRO, and it
+    device when not given), between MIN_ and MAX_TOKENS_PER_MICRO, and it
     shrinks with hidden x layers above the reference size (the activations a token keeps for the backward pass
     grow with both; a 13B shape at 16,384 tokens ran out of 141 GiB), unless gradient checkpointing keeps only
     the layers' inputs."""
@@ -67,7 +67,7 @@ def rows_per_micro(p: SFTParams, device_type: str, memory_gib: float | None = No
 
         memory_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
     fits = (USABLE_MEMORY * memory_gib - REFERENCE_STATIC_GIB) / REFERENCE_GIB_PER_TOKEN
-    budget = int(min(MAX_BUDGET_SCALE * TOKENS_PER_MICRO, max(TOKENS_PER_MICRO / 4, fits)))
+    budget = int(min(MAX_TOKENS_PER_MICRO, max(MIN_TOKENS_PER_MICRO, fits)))
     size = _width_x_depth(p)
     if size and not p.gradient_checkpointing:
         budget = int(budget * min(1.0, REFERENCE_WIDTH_X_DEPTH / size))

@@ -334,8 +334,8 @@ class Trainer:
         pending: list[tuple[int, Any, float, int]] = []  # steps whose loss is still on the device
 
         def flush() -> None:  # reading the losses waits for the GPU: only at log lines and checkpoints
-            for entry in pending:
-                metrics.add(entry[0], float(entry[1]), entry[2], entry[3])
+            for done, loss_t, lr, tokens in pending:
+                metrics.add(done, float(loss_t), lr, tokens)
             pending.clear()
 
         while step < self.total:
